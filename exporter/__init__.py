@@ -1,0 +1,1 @@
+"""vits-edge exporter: Coqui VITS checkpoint -> verified ONNX voice (build machine only)."""

@@ -1,0 +1,74 @@
+"""``python -m exporter {export,import-piper}`` (also the ``vits-edge-export`` console script)."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from pathlib import Path
+
+from exporter.errors import ExportError
+
+logger = logging.getLogger("exporter")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from exporter.export import export_voice
+
+    report = export_voice(args.config, args.checkpoint, args.out, force=args.force, sample_text=args.sample_text)
+    print(report.table())
+
+
+def _cmd_import_piper(args: argparse.Namespace) -> None:
+    from exporter.piper_import import import_piper
+
+    out = import_piper(args.voice, args.out_dir, force=args.force)
+    print(f"wrote {out / 'config.json'} and {out / 'model.pth'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vits-edge-export", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    exp = sub.add_parser("export", help="export a Coqui VITS checkpoint to a verified ONNX voice folder")
+    exp.add_argument("--config", type=Path, required=True, help="Coqui config.json")
+    exp.add_argument("--checkpoint", type=Path, required=True, help="Coqui model.pth")
+    exp.add_argument("--out", type=Path, required=True, help="output folder (model.onnx + model.onnx.json)")
+    exp.add_argument("--force", action="store_true", help="replace an existing output folder")
+    exp.add_argument("--sample-text", help="also speak this text with the exported model into OUT/sample.wav")
+    exp.set_defaults(func=_cmd_export)
+
+    imp = sub.add_parser("import-piper", help="turn a Piper VOICE.onnx (+ .onnx.json) into a Coqui checkpoint")
+    imp.add_argument("voice", type=Path, help="Piper VOICE.onnx; VOICE.onnx.json must sit beside it")
+    imp.add_argument("out_dir", type=Path, help="output folder (config.json + model.pth)")
+    imp.add_argument("--force", action="store_true", help="replace an existing output folder")
+    imp.set_defaults(func=_cmd_import_piper)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        for noisy in ("TTS", "trainer", "coqpit", "fsspec"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        args.func(args)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            print(f"error: no space left on the device while writing ({exc}); nothing was written.", file=sys.stderr)
+            return 1
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

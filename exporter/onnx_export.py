@@ -1,0 +1,148 @@
+"""Trace Coqui's ``Vits.inference`` to an ONNX graph with every knob exposed as an input."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import types
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+from runtime import contract
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How the graph is traced: names, dynamic axes, opset."""
+
+    opset: int = 17
+    dummy_tokens: int = 50
+    with_speakers: bool = False
+    with_languages: bool = False
+
+    @property
+    def input_names(self) -> list[str]:
+        names = [contract.INPUT, contract.INPUT_LENGTHS, contract.SCALES]
+        if self.with_speakers:
+            names.append(contract.SID)
+        if self.with_languages:
+            names.append(contract.LANGID)
+        return names
+
+    @property
+    def output_names(self) -> list[str]:
+        return [contract.OUTPUT, contract.OUTPUT_LENGTHS]
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes = {
+            contract.INPUT: {0: "batch", 1: "tokens"},
+            contract.INPUT_LENGTHS: {0: "batch"},
+            contract.OUTPUT: {0: "batch", 2: "samples"},
+            contract.OUTPUT_LENGTHS: {0: "batch"},
+        }
+        for name in (contract.SID, contract.LANGID):
+            if name in self.input_names:
+                axes[name] = {0: "batch"}
+        return axes
+
+
+class InferenceGraph(torch.nn.Module):
+    """``forward(input, input_lengths, scales[, sid][, langid]) -> (audio, output_lengths)``."""
+
+    def __init__(self, vits):
+        super().__init__()
+        self.vits = vits
+
+    def forward(self, input, input_lengths, scales, sid=None, langid=None):  # noqa: A002
+        vits = self.vits
+        # Coqui's export_onnx bakes noise and noise_w in; here all three are graph inputs.
+        vits.inference_noise_scale = scales[0]
+        vits.length_scale = scales[1]
+        vits.inference_noise_scale_dp = scales[2]
+        aux = {"x_lengths": input_lengths, "d_vectors": None, "speaker_ids": sid, "language_ids": langid,
+               "durations": None}
+        out = vits.inference(input, aux_input=aux)
+        audio = out["model_outputs"]  # [B, 1, samples]
+        y_mask = out["y_mask"]  # [B, 1, frames]
+        samples_per_frame = audio.shape[2] // y_mask.shape[2]
+        lengths = y_mask.sum(dim=(1, 2)).long() * samples_per_frame
+        return audio, torch.clamp(lengths, max=audio.shape[2])
+
+
+def _relative_embeddings_any_length(self, relative_embeddings, length):
+    """Branch-free ``_get_relative_embeddings`` (Coqui's picks a branch on ``length`` at trace time).
+
+    The original pads only when ``length > window + 1``; traced with a long dummy input, the
+    pad becomes negative for short inputs and onnxruntime fails on one-token input. Padding by
+    ``length`` on both sides is always enough, and the slice below selects the same rows.
+    """
+    window = self.rel_attn_window_size
+    padded = F.pad(relative_embeddings, [0, 0, length, length, 0, 0])
+    return padded[:, window + 1 : window + 2 * length]
+
+
+def _remove_weight_norm(model) -> None:
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            # Give the module its own class first: removing a parametrization edits the class,
+            # which deepcopy shares with the original model (same trick as Coqui's export_onnx).
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(vars(cls)))
+            parametrize.remove_parametrizations(module, "weight")
+        elif hasattr(module, "weight_g") and hasattr(module, "weight_v"):
+            torch.nn.utils.remove_weight_norm(module)
+
+
+def inference_copy(vits):
+    """A copy of the model ready to trace: eval, no weight norm, trace-safe attention."""
+    from TTS.tts.layers.glow_tts.transformer import RelativePositionMultiHeadAttention
+
+    memo = {id(getattr(vits, name, None)): None for name in ("disc", "onnx_sess")}
+    model = copy.deepcopy(vits, memo).cpu().eval()
+    _remove_weight_norm(model)
+    for module in model.modules():
+        if isinstance(module, RelativePositionMultiHeadAttention):
+            module._get_relative_embeddings = types.MethodType(_relative_embeddings_any_length, module)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_tracer():
+    """The tracer warns about every Python int in Coqui's code; they are expected here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        yield
+
+
+def export_onnx(vits, path: Path, spec: ExportSpec) -> None:
+    """Trace ``vits`` to ``path`` (the legacy tracer: the dynamo exporter fails on VITS's spline)."""
+    graph = InferenceGraph(inference_copy(vits)).eval()
+    tokens = torch.randint(1, max(2, vits.args.num_chars), (1, spec.dummy_tokens), dtype=torch.long)
+    args = [tokens, torch.tensor([spec.dummy_tokens]), torch.tensor([0.667, 1.0, 0.8])]
+    if spec.with_speakers:
+        args.append(torch.tensor([0]))
+    if spec.with_languages:
+        args.append(torch.tensor([0]))
+    with _quiet_tracer(), torch.no_grad():
+        torch.onnx.export(
+            graph,
+            tuple(args),
+            str(path),
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=spec.dynamic_axes,
+            opset_version=spec.opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )

@@ -1,0 +1,110 @@
+"""The voice's sidecar JSON and the ONNX ``metadata_props`` that let a bare model explain itself."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+from runtime import contract
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def tokenizer_spec(model, config) -> dict:
+    """Everything needed to reproduce ``model.tokenizer.text_to_ids`` without TTS."""
+    tok = model.tokenizer
+    chars = tok.characters
+    cleaner = config.text_cleaner if isinstance(config.text_cleaner, str) else None
+    phonemizer = None
+    if tok.use_phonemes:
+        phonemizer = {"name": tok.phonemizer.name(), "language": getattr(tok.phonemizer, "language", None)}
+        if hasattr(tok.phonemizer, "_language"):
+            phonemizer["language"] = tok.phonemizer._language
+        if hasattr(tok.phonemizer, "punctuations"):
+            phonemizer["punctuations"] = tok.phonemizer.punctuations
+            phonemizer["keep_puncs"] = bool(getattr(tok.phonemizer, "keep_puncs", True))
+
+    def special(symbol, ident):
+        return {"symbol": symbol, "id": int(ident)} if symbol else None
+
+    return {
+        "type": "phonemes" if tok.use_phonemes else "characters",
+        "characters_class": type(chars).__module__ + "." + type(chars).__name__,
+        "vocab": list(chars.vocab),  # index = id; where a symbol repeats, its last index wins (as in TTS)
+        "characters": getattr(chars, "characters", None),
+        "punctuations": getattr(chars, "punctuations", None),
+        "pad": special(chars.pad, chars.pad_id) if chars.pad else None,
+        "blank": special(chars.blank, chars.blank_id) if chars.blank else None,
+        "bos": special(chars.bos, chars.bos_id) if chars.bos else None,
+        "eos": special(chars.eos, chars.eos_id) if chars.eos else None,
+        "add_blank": bool(tok.add_blank),
+        "use_eos_bos": bool(tok.use_eos_bos),
+        "cleaner": cleaner,
+        "phonemizer": phonemizer,
+    }
+
+
+def build_sidecar(loaded, *, num_parameters: int, opset: int) -> dict:
+    model, config = loaded.model, loaded.config
+    args = model.args
+    return {
+        "format": contract.FORMAT,
+        "schema_version": contract.SCHEMA_VERSION,
+        "model": {"family": "vits", "source": "coqui", "num_parameters": num_parameters, "opset": opset},
+        "audio": {"sample_rate": int(config.audio.sample_rate)},
+        "inference": {
+            "noise_scale": float(args.inference_noise_scale),
+            "length_scale": float(args.length_scale),
+            "noise_w": float(args.inference_noise_scale_dp),
+        },
+        "inputs": {
+            "names": [contract.INPUT, contract.INPUT_LENGTHS, contract.SCALES]
+            + ([contract.SID] if loaded.speakers else [])
+            + ([contract.LANGID] if loaded.languages else []),
+            "min_tokens": 1,
+        },
+        "tokenizer": tokenizer_spec(model, config),
+        "speakers": loaded.speakers,
+        "languages": loaded.languages,
+        "exported_with": {
+            "vits-edge": _version("vits-edge"),
+            "coqui-tts": _version("coqui-tts"),
+            "torch": _version("torch"),
+            "onnx": _version("onnx"),
+        },
+    }
+
+
+def metadata_props(sidecar: dict) -> dict[str, str]:
+    """Key facts as ONNX metadata, including the keys sherpa-onnx reads for Coqui VITS models."""
+    tok = sidecar["tokenizer"]
+
+    def ident(key: str) -> str:
+        return str(tok[key]["id"]) if tok.get(key) else "0"
+
+    phon = tok.get("phonemizer") or {}
+    props = {
+        # sherpa-onnx (csrc/offline-tts-vits-model.cc) reads these for Coqui VITS models
+        "model_type": "vits",
+        "comment": "coqui",
+        "sample_rate": str(sidecar["audio"]["sample_rate"]),
+        "n_speakers": str(len(sidecar["speakers"])),
+        "add_blank": str(int(tok["add_blank"])),
+        "use_eos_bos": str(int(tok["use_eos_bos"])),
+        "blank_id": ident("blank"),
+        "bos_id": ident("bos"),
+        "eos_id": ident("eos"),
+        "pad_id": ident("pad"),
+        "punctuation": " ".join(tok.get("punctuations") or ""),
+        "language": phon.get("language") or "",
+        "frontend": "characters" if tok["type"] == "characters" else "",
+        # ours
+        "vits_edge_schema_version": str(sidecar["schema_version"]),
+        contract.METADATA_KEY: json.dumps(sidecar, ensure_ascii=False, sort_keys=True),
+    }
+    return props

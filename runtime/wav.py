@@ -1,0 +1,35 @@
+"""16-bit PCM mono WAV output, written atomically (standard library + numpy only)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """float samples in [-1, 1] -> little-endian int16 bytes (clipped, rounded)."""
+    pcm = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0
+    return np.round(pcm).astype("<i2").tobytes()
+
+
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write ``audio`` as a 16-bit mono WAV; a failure leaves no partial file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(int(sample_rate))
+            w.writeframes(to_pcm16(audio))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
