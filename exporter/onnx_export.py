@@ -56,23 +56,44 @@ class ExportSpec:
 
 
 class InferenceGraph(torch.nn.Module):
-    """``forward(input, input_lengths, scales[, sid][, langid]) -> (audio, output_lengths)``."""
+    """``forward(input, input_lengths, scales[, sid][, langid]) -> (audio, output_lengths)``.
+
+    The body is ``Vits.inference`` from coqui-tts 0.28 with two changes: the three scales are
+    inputs (Coqui's ``export_onnx`` bakes noise and noise_w in), and the attention mask keeps
+    its frame axis (``Vits.inference`` squeezes ``[B, frames, tokens]`` at dim 1, which drops the
+    frame axis when an utterance is one frame long and then fails, in PyTorch as in ONNX).
+    Export verification checks the graph against TTS's own ``Vits.inference``.
+    """
 
     def __init__(self, vits):
         super().__init__()
         self.vits = vits
 
     def forward(self, input, input_lengths, scales, sid=None, langid=None):  # noqa: A002
+        from TTS.tts.utils.helpers import generate_path, sequence_mask
+
         vits = self.vits
-        # Coqui's export_onnx bakes noise and noise_w in; here all three are graph inputs.
-        vits.inference_noise_scale = scales[0]
-        vits.length_scale = scales[1]
-        vits.inference_noise_scale_dp = scales[2]
-        aux = {"x_lengths": input_lengths, "d_vectors": None, "speaker_ids": sid, "language_ids": langid,
-               "durations": None}
-        out = vits.inference(input, aux_input=aux)
-        audio = out["model_outputs"]  # [B, 1, samples]
-        y_mask = out["y_mask"]  # [B, 1, frames]
+        noise_scale, length_scale, noise_scale_w = scales[0], scales[1], scales[2]
+        g = vits.emb_g(sid).unsqueeze(-1) if sid is not None else None
+        lang_emb = vits.emb_l(langid).unsqueeze(-1) if langid is not None else None
+        x, m_p, logs_p, x_mask = vits.text_encoder(input, input_lengths, lang_emb=lang_emb)
+        g_dp = g if vits.args.condition_dp_on_speaker else None
+        if vits.args.use_sdp:
+            logw = vits.duration_predictor(x, x_mask, g=g_dp, reverse=True, noise_scale=noise_scale_w,
+                                           lang_emb=lang_emb)
+        else:
+            logw = vits.duration_predictor(x, x_mask, g=g_dp, lang_emb=lang_emb)
+        w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
+        y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
+        y_mask = sequence_mask(y_lengths, None).to(x_mask.dtype).unsqueeze(1)  # [B, 1, frames]
+        attn_mask = x_mask * y_mask.transpose(1, 2)  # [B, frames, tokens]
+        attn = generate_path(w_ceil.squeeze(1), attn_mask.transpose(1, 2))  # [B, tokens, frames]
+        m_p = torch.matmul(attn.transpose(1, 2), m_p.transpose(1, 2)).transpose(1, 2)
+        logs_p = torch.matmul(attn.transpose(1, 2), logs_p.transpose(1, 2)).transpose(1, 2)
+        z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * noise_scale
+        z = vits.flow(z_p, y_mask, g=g, reverse=True)
+        z, _, _, y_mask = vits.upsampling_z(z, y_lengths=y_lengths, y_mask=y_mask)
+        audio = vits.waveform_decoder((z * y_mask)[:, :, : vits.max_inference_len], g=g)  # [B, 1, samples]
         samples_per_frame = audio.shape[2] // y_mask.shape[2]
         lengths = y_mask.sum(dim=(1, 2)).long() * samples_per_frame
         return audio, torch.clamp(lengths, max=audio.shape[2])
