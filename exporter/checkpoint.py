@@ -67,7 +67,9 @@ def read_state_dict(checkpoint_path: Path) -> dict:
             "(torch.load(weights_only=True)); loading it could run arbitrary code. If you trust it, "
             "re-save it as {'model': model.state_dict()} and try again."
         ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, EOFError, IndexError... on non-checkpoints
         raise ExportError(f"{checkpoint_path} is not a readable PyTorch checkpoint: {exc}") from exc
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
