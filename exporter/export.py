@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from exporter.checkpoint import load_voice
 from exporter.errors import ExportError
 from exporter.io import atomic_dir
@@ -42,6 +44,14 @@ class ExportReport:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _graph_parameters(onnx_path: Path) -> int:
+    """Weights in the exported graph (training-only modules such as the posterior encoder are not in it)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+
+
 def _annotate(onnx_path: Path, props: dict[str, str]) -> None:
     import onnx
 
@@ -74,13 +84,11 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
     start = time.perf_counter()
     loaded = load_voice(config_path, checkpoint_path)
     spec = spec or ExportSpec(with_speakers=bool(loaded.speakers), with_languages=bool(loaded.languages))
-    num_parameters = sum(
-        p.numel() for name, p in loaded.model.named_parameters() if not name.startswith("posterior_encoder.")
-    )
     with atomic_dir(out_dir, force=force) as tmp:
         onnx_path = tmp / contract.MODEL_FILE
         logger.info("tracing %s to ONNX (opset %d)", checkpoint_path, spec.opset)
         export_onnx(loaded.model, onnx_path, spec)
+        num_parameters = _graph_parameters(onnx_path)
         sidecar = build_sidecar(loaded, num_parameters=num_parameters, opset=spec.opset)
         _annotate(onnx_path, metadata_props(sidecar))
         logger.info("verifying onnxruntime against PyTorch")
