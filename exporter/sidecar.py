@@ -22,12 +22,12 @@ def tokenizer_spec(model, config) -> dict:
     cleaner = config.text_cleaner if isinstance(config.text_cleaner, str) else None
     phonemizer = None
     if tok.use_phonemes:
-        phonemizer = {"name": tok.phonemizer.name(), "language": getattr(tok.phonemizer, "language", None)}
-        if hasattr(tok.phonemizer, "_language"):
-            phonemizer["language"] = tok.phonemizer._language
-        if hasattr(tok.phonemizer, "punctuations"):
-            phonemizer["punctuations"] = tok.phonemizer.punctuations
-            phonemizer["keep_puncs"] = bool(getattr(tok.phonemizer, "keep_puncs", True))
+        ph = tok.phonemizer
+        phonemizer = {"name": ph.name(), "language": getattr(ph, "_language", None) or getattr(ph, "language", None)}
+        punctuator = getattr(ph, "_punctuator", None)
+        if punctuator is not None:  # BasePhonemizer keeps these private; the runtime restores punctuation the same way
+            phonemizer["punctuations"] = punctuator.puncs
+            phonemizer["keep_puncs"] = bool(getattr(ph, "_keep_puncs", True))
 
     def special(symbol, ident):
         return {"symbol": symbol, "id": int(ident)} if symbol else None

@@ -1,0 +1,138 @@
+"""``python -m runtime.synthesize``: text to speech on the device (also ``vits-edge-synthesize``).
+
+    python -m runtime.synthesize -m voice/ "Hello there." --output hello.wav
+    echo "Hello there." | python -m runtime.synthesize -m voice/ --output-raw | aplay -r 22050 -f S16_LE -t raw -
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+logger = logging.getLogger("runtime")
+
+
+class InputError(ValueError):
+    """Bad text input (empty, not UTF-8): exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vits-edge-synthesize", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("text", nargs="*", help="text to speak (default: read stdin line by line)")
+    p.add_argument("-m", "--model", "--voice", dest="model", required=True,
+                   help="voice folder, or VOICE.onnx with VOICE.onnx.json beside it (Piper voices work too)")
+    p.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("-f", "--output", "--output-file", dest="output", type=Path, help="write a 16-bit mono WAV")
+    out.add_argument("--output-raw", action="store_true", help="write 16-bit PCM to stdout as each sentence is ready")
+    p.add_argument("-s", "--speaker", help="speaker name or id (see --list-speakers)")
+    p.add_argument("--language", help="language of a multilingual voice")
+    p.add_argument("--length-scale", type=float, help="speaking rate: > 1 slower, < 1 faster")
+    p.add_argument("--noise-scale", type=float, help="audio variation")
+    p.add_argument("--noise-w", "--noise-w-scale", dest="noise_w", type=float, help="duration variation")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    p.add_argument("--espeak-data", help="espeak-ng data folder (passed as --path to espeak-ng)")
+    p.add_argument("--list-speakers", action="store_true", help="print the voice's speakers and exit")
+    p.add_argument("--debug", action="store_true", help="show debug logs")
+    return p
+
+
+def _stdin_lines() -> Iterator[str]:
+    """Lines of stdin as they arrive; non-UTF-8 bytes are a clear error, not a traceback."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            yield decoder.decode(raw)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"stdin is not UTF-8 text (line {number}, byte {exc.start}): convert it with iconv") from exc
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            yield from f
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text: convert it with iconv") from exc
+    except FileNotFoundError as exc:
+        raise InputError(f"text file {path} not found") from exc
+
+
+def _nonempty(lines) -> Iterator[str]:
+    """Pass lines through, but fail with InputError if there was no text at all."""
+    seen = False
+    for line in lines:
+        seen = seen or bool(line.strip())
+        yield line
+    if not seen:
+        raise InputError("no text to speak: give text as an argument, with --text-file, or on stdin")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.voice import Voice
+
+    start = time.perf_counter()
+    voice = Voice.load(args.model, threads=args.threads, espeak_data=args.espeak_data)
+    logger.debug("loaded %s in %.2f s", args.model, time.perf_counter() - start)
+    if args.list_speakers:
+        speakers = voice.config.speakers or {"(single speaker)": 0}
+        for name, sid in speakers.items():
+            print(f"{sid}\t{name}")
+        return 0
+    if args.text and args.text_file:
+        raise InputError("give text either as arguments or with --text-file, not both")
+    if args.text:
+        lines = [" ".join(args.text)]
+    elif args.text_file:
+        lines = _file_lines(args.text_file)
+    else:
+        lines = _stdin_lines()
+    lines = _nonempty(lines)
+    kwargs = dict(speaker=args.speaker, language=args.language, length_scale=args.length_scale,
+                  noise_scale=args.noise_scale, noise_w=args.noise_w)
+    if args.output_raw:
+        out = sys.stdout.buffer
+        for chunk in voice.synthesize(lines, **kwargs):
+            out.write(chunk.pcm16())
+            out.flush()
+            logger.debug("%.2f s of audio for %r", chunk.seconds, chunk.text)
+        return 0
+    output = args.output or Path("output.wav")
+    voice.synthesize_wav(lines, output, **kwargs)
+    logger.info("wrote %s", output)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from runtime.voice import VoiceError
+
+    try:
+        return run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (VoiceError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if "no text to speak" in str(exc) else EXIT_ERROR
+    except BrokenPipeError:  # e.g. piped into `head` or an aplay that quit
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The device side is slim, provably: only onnxruntime, numpy and the standard library."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests_helpers import REPO
+
+ALLOWED = {"numpy", "onnxruntime", "runtime"}
+
+
+def test_runtime_imports_only_stdlib_numpy_onnxruntime():
+    offenders = []
+    for path in (REPO / "runtime").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in ALLOWED and top not in sys.stdlib_module_names:
+                    offenders.append(f"{path.relative_to(REPO)}: {name}")
+    assert not offenders
+
+
+@pytest.fixture(scope="module")
+def slim_venv(tmp_path_factory):
+    """The project's wheel in a fresh venv with only onnxruntime and numpy, as on a Raspberry Pi."""
+    root = tmp_path_factory.mktemp("slim")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(root / "dist"), str(REPO)], check=True, timeout=600)
+    wheel = next((root / "dist").glob("vits_edge-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=600)
+    py = root / "venv" / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], check=True,
+                   timeout=600)
+    return py
+
+
+def test_wheel_installs_with_only_onnxruntime_and_numpy(slim_venv):
+    listing = subprocess.run([str(slim_venv), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+                             check=True).stdout
+    installed = {p["name"].lower().replace("_", "-") for p in json.loads(listing)}
+    assert {"onnxruntime", "numpy", "vits-edge"} <= installed
+    assert not installed & {"torch", "coqui-tts", "onnx", "librosa", "scipy", "inflect"}
+
+
+def test_synthesize_runs_in_slim_venv(slim_venv, exported, tmp_path):
+    out = tmp_path / "slim.wav"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run([str(slim_venv), "-m", "runtime.synthesize", "-m", str(exported("char")),
+                           "Spoken on the device side.", "--output", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 1000
+    script = subprocess.run([str(slim_venv.parent / "vits-edge-synthesize"), "--help"], capture_output=True, text=True)
+    assert script.returncode == 0 and "--output-raw" in script.stdout
