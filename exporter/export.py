@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from exporter.checkpoint import load_voice
-from exporter.errors import ExportError
 from exporter.io import atomic_dir
 from exporter.onnx_export import ExportSpec, export_onnx
 from exporter.sidecar import build_sidecar, metadata_props
-from exporter.verify import as_records, onnx_feeds, verify
+from exporter.verify import as_records, verify
 from runtime import contract
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_WAV = "sample.wav"
 
 
 @dataclass
@@ -62,25 +59,8 @@ def _annotate(onnx_path: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(onnx_path))
 
 
-def write_sample(loaded, onnx_path: Path, text: str, wav_path: Path) -> Path:
-    """Speak ``text`` with the exported graph (TTS's tokenizer, the voice's default scales)."""
-    import onnxruntime as ort
-
-    from runtime.wav import write_wav
-
-    vits = loaded.model
-    ids = vits.tokenizer.text_to_ids(text, language=next(iter(loaded.languages), None))
-    if not ids:
-        raise ExportError(f"sample text {text!r} has no characters this voice can say.")
-    scales = [vits.inference_noise_scale, vits.length_scale, vits.inference_noise_scale_dp]
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    feeds = onnx_feeds([ids], scales, 0 if loaded.speakers else None, 0 if loaded.languages else None)
-    audio, lengths = session.run(None, feeds)
-    return write_wav(wav_path, audio[0, 0, : int(lengths[0])], loaded.config.audio.sample_rate)
-
-
 def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, force: bool = False,
-                 spec: ExportSpec | None = None, sample_text: str | None = None) -> ExportReport:
+                 spec: ExportSpec | None = None) -> ExportReport:
     start = time.perf_counter()
     loaded = load_voice(config_path, checkpoint_path)
     spec = spec or ExportSpec(with_speakers=bool(loaded.speakers), with_languages=bool(loaded.languages))
@@ -97,6 +77,4 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
         contract.sidecar_path(onnx_path).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n",
                                                    encoding="utf-8")
         onnx_bytes = onnx_path.stat().st_size
-        if sample_text:
-            write_sample(loaded, onnx_path, sample_text, tmp / SAMPLE_WAV)
     return ExportReport(Path(out_dir), onnx_bytes, num_parameters, checks, time.perf_counter() - start)

@@ -1,0 +1,96 @@
+"""Device-side footprint: installed size, import time, streaming latency and memory.
+
+    python -m benchmarks.runtime_footprint --voice build/demo/voice [--paragraphs 1 50]
+
+* installed size: the project's wheel in a fresh venv with only onnxruntime and numpy
+  (pip and setuptools excluded);
+* import time: ``python -c "from runtime.voice import Voice"`` in that venv (median of 5);
+* streaming: ``python -m runtime.synthesize --output-raw`` on N paragraphs of five sentences,
+  each in its own process: time to the first audio bytes, total time, and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PARAGRAPH = (
+    "The kettle began to whistle just as the rain started. Please turn left at the second traffic light. "
+    "She measured the window twice before ordering the curtains. A small robot rolled across the kitchen "
+    "floor. The library closes at nine o'clock on weekdays."
+)
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def slim_venv(root: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(root / "dist"), str(REPO)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    py = root / "venv" / "bin" / "python"
+    wheel = next((root / "dist").glob("vits_edge-*.whl"))
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], check=True)
+    return py
+
+
+def installed_mb(py: Path) -> float:
+    site = next((py.parent.parent / "lib").glob("python3*/site-packages"))
+    skip = ("pip", "setuptools", "_distutils_hack", "distutils-precedence.pth")
+    return sum(_dir_bytes(p) if p.is_dir() else p.stat().st_size
+               for p in site.iterdir() if not p.name.startswith(skip)) / 1e6
+
+
+def import_seconds(py: Path, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([str(py), "-c", "from runtime.voice import Voice"], check=True, cwd=tempfile.gettempdir())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def stream(py: Path, voice: Path, paragraphs: int, threads: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write("\n\n".join([PARAGRAPH] * paragraphs))
+        text_file = f.name
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(py), "-m", "runtime.synthesize", "-m", str(voice), "--text-file", text_file,
+                             "--output-raw", "--threads", str(threads)], stdout=subprocess.PIPE, cwd=tempfile.gettempdir())
+    first = proc.stdout.read(2)
+    first_audio = time.perf_counter() - start
+    total_bytes = len(first) + sum(len(b) for b in iter(lambda: proc.stdout.read(1 << 16), b""))
+    _, status, usage = os.wait4(proc.pid, 0)
+    os.unlink(text_file)
+    if status != 0:
+        raise RuntimeError(f"synthesize failed with status {status}")
+    return {"paragraphs": paragraphs, "characters": paragraphs * len(PARAGRAPH) + 2 * (paragraphs - 1),
+            "first_audio_s": round(first_audio, 3), "total_s": round(time.perf_counter() - start, 2),
+            "audio_s": round(total_bytes / 2 / 22050, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voice", type=Path, required=True)
+    parser.add_argument("--paragraphs", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        py = slim_venv(Path(tmp))
+        result = {"installed_mb": round(installed_mb(py), 1), "import_s": round(import_seconds(py), 3),
+                  "streaming": [stream(py, args.voice.resolve(), n, args.threads) for n in args.paragraphs]}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
