@@ -10,6 +10,9 @@ from pathlib import Path
 
 from exporter.errors import ExportError
 
+PRESETS = ("dynamic", "static")  # exporter.quantize.PRESETS, named here so --help needs no torch/onnx import
+DEFAULT_PRESET = "dynamic"
+
 logger = logging.getLogger("exporter")
 
 
@@ -18,6 +21,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     report = export_voice(args.config, args.checkpoint, args.out, force=args.force)
     print(report.table())
+    if args.quantize:
+        args.voice_dir, args.preset, args.target = args.out, args.quantize, None
+        _cmd_quantize(args)
 
 
 def _cmd_import_piper(args: argparse.Namespace) -> None:
@@ -25,6 +31,19 @@ def _cmd_import_piper(args: argparse.Namespace) -> None:
 
     out = import_piper(args.voice, args.out_dir, force=args.force)
     print(f"wrote {out / 'config.json'} and {out / 'model.pth'}")
+
+
+def _cmd_quantize(args: argparse.Namespace) -> None:
+    import json
+
+    from exporter.quantize import quantize_voice
+    from runtime import contract
+
+    out = quantize_voice(args.voice_dir, args.preset, target=args.target)
+    sidecar = json.loads(contract.sidecar_path(args.voice_dir / contract.MODEL_FILE).read_text(encoding="utf-8"))
+    measured = sidecar["variants"][out.name]["measured"]
+    print(f"{out}: {measured['size_mb']} MB ({measured['size_vs_fp32']:.0%} of fp32), "
+          f"{measured['speed_vs_fp32']}x fp32 speed, same length {measured['same_length']}/{measured['sentences']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--checkpoint", type=Path, required=True, help="Coqui model.pth")
     exp.add_argument("--out", type=Path, required=True, help="output folder (model.onnx + model.onnx.json)")
     exp.add_argument("--force", action="store_true", help="replace an existing output folder")
+    exp.add_argument("--quantize", metavar="PRESET", choices=PRESETS, help="also write model.PRESET.onnx")
     exp.set_defaults(func=_cmd_export)
+
+    qua = sub.add_parser("quantize", help="write an int8 variant model.PRESET.onnx into an exported voice folder")
+    qua.add_argument("voice_dir", type=Path, help="exported voice folder (model.onnx + model.onnx.json)")
+    qua.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=f"default: {DEFAULT_PRESET}")
+    qua.add_argument("--target", choices=("x86", "arm64"), help="CPU the variant is for (default: this machine)")
+    qua.set_defaults(func=_cmd_quantize)
 
     imp = sub.add_parser("import-piper", help="turn a Piper VOICE.onnx (+ .onnx.json) into a Coqui checkpoint")
     imp.add_argument("voice", type=Path, help="Piper VOICE.onnx; VOICE.onnx.json must sit beside it")

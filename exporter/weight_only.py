@@ -1,0 +1,71 @@
+"""int8 weight storage with float compute: DequantizeLinear feeding the original fp32 op.
+
+For layers whose int8 *compute* changes the voice (the text encoder and duration predictor decide
+every duration), only the stored weights are quantized: symmetric, per output channel. The file
+shrinks 4x for those layers while the arithmetic stays fp32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+# op type -> (weight input index, axis of the output channels)
+_WEIGHT_AXIS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "MatMul": (1, 1), "Gather": (0, 0), "Gemm": (1, 1)}
+MIN_ELEMENTS = 1024  # small tensors (biases, norms) are not worth a DequantizeLinear
+
+
+def _quantize(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    reduce = tuple(i for i in range(w.ndim) if i != axis)
+    scale = np.abs(w).max(axis=reduce) / 127.0
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def store_weights_fp16(model: onnx.ModelProto, node_filter) -> int:
+    """Rewrite matching nodes' fp32 weight initializers as fp16 + Cast. Returns how many."""
+    return _rewrite(model, node_filter, "fp16")
+
+
+def store_weights_int8(model: onnx.ModelProto, node_filter) -> int:
+    """Rewrite matching nodes' fp32 weight initializers as int8 + DequantizeLinear. Returns how many."""
+    return _rewrite(model, node_filter, "int8")
+
+
+def _rewrite(model: onnx.ModelProto, node_filter, kind: str) -> int:
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    new_nodes, done = [], 0
+    for node in graph.node:
+        spec = _WEIGHT_AXIS.get(node.op_type)
+        if spec and node_filter(node) and len(node.input) > spec[0]:
+            index, axis = spec
+            name = node.input[index]
+            tensor = inits.get(name)
+            if (tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT and users.get(name) == 1
+                    and int(np.prod(tensor.dims)) >= MIN_ELEMENTS):
+                w = numpy_helper.to_array(tensor)
+                graph.initializer.remove(tensor)
+                if kind == "fp16":
+                    graph.initializer.append(numpy_helper.from_array(w.astype(np.float16), f"{name}_fp16"))
+                    new_nodes.append(helper.make_node("Cast", [f"{name}_fp16"], [name], name=f"{node.name}/weight_cast",
+                                                      to=onnx.TensorProto.FLOAT))
+                else:
+                    q, scale = _quantize(w, axis if w.ndim > 1 else 0)
+                    graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
+                                              numpy_helper.from_array(scale, f"{name}_scale")])
+                    new_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
+                                                      name=f"{node.name}/weight_dq", axis=axis))
+                done += 1
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    return done
