@@ -125,7 +125,7 @@ def markdown(results: dict, compared: list[dict] = ()) -> str:
         "for the same sentence in the same round, median over all of them (above 1 is faster; per-round ratios are "
         "in results.json); × size and × RSS are the row's over its.",
         "- RTF = synthesis time / audio duration for all sentences of a round (voice's default noise), median and "
-        "range over rounds after a warm-up. Contenders alternate sentence by sentence in rotating order. Per-sentence "
+        "range over rounds after a warm-up. Contenders take turns, one block of all sentences each per round, in rotating order. Per-sentence "
         "RTFs are in results.json.",
         "- First audio: a paragraph of five sentences in, first sentence of audio out (median of repeats); how "
         "each contender gets there is listed below.",
