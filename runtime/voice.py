@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-import wave
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ import onnxruntime as ort
 
 from runtime import contract
 from runtime.sentences import iter_sentences
-from runtime.wav import to_pcm16
+from runtime.wav import atomic_wav, to_pcm16
 
 logger = logging.getLogger(__name__)
 
@@ -267,21 +265,11 @@ class Voice:
     def synthesize_wav(self, text: str | Iterable[str], path: str | os.PathLike, **kwargs) -> Path:
         """Write all of ``text`` to a 16-bit mono WAV, sentence by sentence, atomically."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(self.sample_rate)
-                spoken = 0
-                for chunk in self.synthesize(text, **kwargs):
-                    w.writeframes(chunk.pcm16())
-                    spoken += 1
+        with atomic_wav(path, self.sample_rate) as wav:
+            spoken = 0
+            for chunk in self.synthesize(text, **kwargs):
+                wav.writeframes(chunk.pcm16())
+                spoken += 1
             if spoken == 0:
                 raise VoiceError("no text to speak: the text is empty or has nothing this voice can say")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return path

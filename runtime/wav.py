@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +18,19 @@ def to_pcm16(audio: np.ndarray) -> bytes:
     return np.round(pcm).astype("<i2").tobytes()
 
 
-def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write ``audio`` as a 16-bit mono WAV; a failure leaves no partial file behind."""
+@contextlib.contextmanager
+def atomic_wav(path: Path, sample_rate: int) -> Iterator[wave.Wave_write]:
+    """A 16-bit mono WAV writer on a temporary file that becomes ``path`` only if the block succeeds."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(int(sample_rate))
-            w.writeframes(to_pcm16(audio))
+            yield w
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path

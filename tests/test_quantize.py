@@ -92,3 +92,24 @@ def test_quantize_cli(exported, tmp_path, capsys):
     assert "not an exported voice folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["quantize", str(folder), "--preset", "int3"])
+
+
+def test_weight_only_storage_keeps_fp32_compute(exported, tmp_path):
+    """int8 / fp16 weight storage: smaller file, DequantizeLinear/Cast feeding the same fp32 ops."""
+    import onnxruntime as ort
+
+    from exporter.weight_only import store_weights_fp16, store_weights_int8
+    from exporter.verify import onnx_feeds, snr_db
+
+    src = exported("char") / "model.onnx"
+    feeds = onnx_feeds([[5, 12, 7, 30, 22, 9, 14, 3]], [0.0, 1.0, 0.0])
+    ref = ort.InferenceSession(str(src)).run(None, feeds)[0]
+    for store, op, min_snr in ((store_weights_int8, "DequantizeLinear", 20.0), (store_weights_fp16, "Cast", 50.0)):
+        model = onnx.load(str(src))
+        rewritten = store(model, lambda node: node.name.startswith("/waveform_decoder"))
+        path = tmp_path / f"{op}.onnx"
+        onnx.save(model, str(path))
+        assert rewritten > 0 and ops(path, "/waveform_decoder")[op] == rewritten
+        assert path.stat().st_size < src.stat().st_size
+        out = ort.InferenceSession(str(path)).run(None, feeds)[0]
+        assert out.shape == ref.shape and snr_db(ref.reshape(-1), out.reshape(-1)) > min_snr
