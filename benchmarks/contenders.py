@@ -113,22 +113,20 @@ def ids_to_symbols(ids: list[int], tokenizer: dict) -> list[str]:
 
 
 def piper_ids(symbols: list[str], id_map: dict) -> list[int]:
-    """Piper's own layout: ^ _ p1 _ ... pN _ $ (as piper.phoneme_ids.phonemes_to_ids)."""
-    ids = list(id_map["^"]) + list(id_map["_"])
-    for symbol in symbols:
-        if symbol in id_map:
-            ids += list(id_map[symbol]) + list(id_map["_"])
-    return ids + list(id_map["$"])
+    """Piper's own layout, ^ _ p1 _ ... pN _ $, from the runtime's Piper tokenizer."""
+    from runtime.text import PiperTokenizer
+
+    return PiperTokenizer({"phoneme_id_map": id_map, "phoneme_type": "text"}).phonemes_to_ids(symbols)
 
 
 # -- the original Piper voice -----------------------------------------------------------------------
 def _zero_noise_audio(model: Path, ids: list[int]) -> np.ndarray:
     import onnxruntime as ort
 
+    from exporter.verify import onnx_feeds
+
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    feeds = {contract.INPUT: np.array([ids], np.int64), contract.INPUT_LENGTHS: np.array([len(ids)], np.int64),
-             contract.SCALES: np.array([0.0, 1.0, 0.0], np.float32)}
-    return session.run(None, feeds)[0].reshape(-1)
+    return session.run(None, onnx_feeds([ids], [0.0, 1.0, 0.0]))[0].reshape(-1)
 
 
 def find_piper_voice(option: str, voice_dir: Path, ids: list[int], symbols: list[str]) -> tuple[Path | None, str]:

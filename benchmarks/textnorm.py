@@ -9,32 +9,24 @@ from __future__ import annotations
 
 import re
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
+from runtime.text.numbers import number_to_words
+
+_DIGITS = "zero one two three four five six seven eight nine".split()
 # Spellings Whisper and people use interchangeably; mapped to one form on both sides.
 _WORDS = {"doctor": "dr", "mister": "mr", "missus": "mrs", "okay": "ok", "p.m.": "pm", "a.m.": "am"}
 
 
 def number_words(n: int) -> str:
-    """1999 -> "one thousand nine hundred ninety nine" (same convention on both sides is all we need)."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    for value, name in _SCALES:
-        if n >= value:
-            head, rest = divmod(n, value)
-            return f"{number_words(head)} {name}" + ("" if rest == 0 else " " + number_words(rest))
-    raise AssertionError("unreachable")
+    """1999 -> "one thousand nine hundred ninety nine": the runtime's (inflect's) words, without "and",
+    commas or hyphens, so the same convention holds on both sides."""
+    return " ".join(re.sub(r"[,-]", " ", number_to_words(n, andword="")).split())
 
 
 def _spell(match: re.Match) -> str:
     whole, frac = match.group(1).replace(",", ""), match.group(2)
     words = number_words(int(whole))
     if frac:
-        words += " point " + " ".join(_ONES[int(d)] for d in frac)
+        words += " point " + " ".join(_DIGITS[int(d)] for d in frac)
     return f" {words} "
 
 

@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 from exporter.errors import ExportError
-
-PRESETS = ("dynamic", "static")  # exporter.quantize.PRESETS, named here so --help needs no torch/onnx import
-DEFAULT_PRESET = "dynamic"
+from exporter.quantize import DEFAULT_PRESET, PRESETS  # cheap: onnx and onnxruntime are imported lazily there
 
 logger = logging.getLogger("exporter")
 

@@ -20,8 +20,6 @@ _TRAINING_ONLY = ("disc.", "speaker_encoder.")
 class LoadedVoice:
     model: "object"  # TTS.tts.models.vits.Vits, in eval mode
     config: "object"  # its VitsConfig
-    config_path: Path
-    checkpoint_path: Path
     speakers: dict[str, int]
     languages: dict[str, int]
 
@@ -129,4 +127,4 @@ def load_voice(config_path: Path, checkpoint_path: Path) -> LoadedVoice:
     emb_g, emb_l = getattr(model, "emb_g", None), getattr(model, "emb_l", None)
     speakers = _names(model.speaker_manager, emb_g.num_embeddings) if emb_g is not None else {}
     languages = _names(model.language_manager, emb_l.num_embeddings) if emb_l is not None else {}
-    return LoadedVoice(model, config, Path(config_path), Path(checkpoint_path), speakers, languages)
+    return LoadedVoice(model, config, speakers, languages)

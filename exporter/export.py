@@ -69,7 +69,7 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
         logger.info("tracing %s to ONNX (opset %d)", checkpoint_path, spec.opset)
         export_onnx(loaded.model, onnx_path, spec)
         num_parameters = _graph_parameters(onnx_path)
-        sidecar = build_sidecar(loaded, num_parameters=num_parameters, opset=spec.opset)
+        sidecar = build_sidecar(loaded, num_parameters=num_parameters, spec=spec)
         _annotate(onnx_path, metadata_props(sidecar))
         logger.info("verifying onnxruntime against PyTorch")
         checks = verify(loaded, onnx_path)

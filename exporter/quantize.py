@@ -116,14 +116,12 @@ def _calibration_feeds(voice_dir: Path, count: int) -> list[dict]:
     from runtime.voice import Voice
 
     voice = Voice.load(voice_dir)
+    from exporter.verify import onnx_feeds
+
     ids = [i for text in CALIBRATION_SENTENCES[:count] for i in voice.text_to_ids(text)]
-    feed = {contract.INPUT: np.array([ids], dtype=np.int64), contract.INPUT_LENGTHS: np.array([len(ids)]),
-            contract.SCALES: np.array([0.0, voice.config.length_scale, 0.0], dtype=np.float32)}
-    if contract.SID in voice.input_names:
-        feed[contract.SID] = np.array([0], dtype=np.int64)
-    if contract.LANGID in voice.input_names:
-        feed[contract.LANGID] = np.array([0], dtype=np.int64)
-    return [feed]
+    return [onnx_feeds([ids], [0.0, voice.config.length_scale, 0.0],
+                       sid=0 if contract.SID in voice.input_names else None,
+                       langid=0 if contract.LANGID in voice.input_names else None)]
 
 
 class _Reader:

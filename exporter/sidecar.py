@@ -49,25 +49,20 @@ def tokenizer_spec(model, config) -> dict:
     }
 
 
-def build_sidecar(loaded, *, num_parameters: int, opset: int) -> dict:
+def build_sidecar(loaded, *, num_parameters: int, spec) -> dict:
     model, config = loaded.model, loaded.config
     args = model.args
     return {
         "format": contract.FORMAT,
         "schema_version": contract.SCHEMA_VERSION,
-        "model": {"family": "vits", "source": "coqui", "num_parameters": num_parameters, "opset": opset},
+        "model": {"family": "vits", "source": "coqui", "num_parameters": num_parameters, "opset": spec.opset},
         "audio": {"sample_rate": int(config.audio.sample_rate)},
         "inference": {
             "noise_scale": float(args.inference_noise_scale),
             "length_scale": float(args.length_scale),
             "noise_w": float(args.inference_noise_scale_dp),
         },
-        "inputs": {
-            "names": [contract.INPUT, contract.INPUT_LENGTHS, contract.SCALES]
-            + ([contract.SID] if loaded.speakers else [])
-            + ([contract.LANGID] if loaded.languages else []),
-            "min_tokens": 1,
-        },
+        "inputs": {"names": spec.input_names, "min_tokens": 1},
         "tokenizer": tokenizer_spec(model, config),
         "speakers": loaded.speakers,
         "languages": loaded.languages,

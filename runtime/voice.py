@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from runtime import contract
 from runtime.sentences import iter_sentences
+from runtime.text import piper_tokenizer, tokenizer_from_spec
 from runtime.wav import atomic_wav, to_pcm16
 
 logger = logging.getLogger(__name__)
@@ -135,8 +136,6 @@ class Voice:
     """Text -> ids -> audio, one sentence at a time."""
 
     def __init__(self, session: ort.InferenceSession, config: VoiceConfig, *, espeak_data: str | None = None):
-        from runtime.text import piper_tokenizer, tokenizer_from_spec
-
         self.session = session
         self.config = config
         self.input_names = {i.name for i in session.get_inputs()}
