@@ -1,4 +1,4 @@
-"""``python -m exporter {export,import-piper}`` (also the ``vits-edge-export`` console script)."""
+"""``python -m exporter {export,quantize,import-piper}`` (also the ``vits-edge-export`` console script)."""
 
 from __future__ import annotations
 
