@@ -64,7 +64,7 @@ def _paired_ratios(base: dict, row: dict, base_rate: int, row_rate: int) -> list
 
 def assemble(rows: dict, raw: dict, ttfa: dict, zero: dict, sizes: dict, skipped: list, sentences: list[str],
              settings: dict) -> dict:
-    from benchmarks.quality import fidelity, noise_yardstick
+    from exporter.quality import fidelity, noise_yardstick
 
     ok = [key for key, row in rows.items() if row["status"] == "ok" and key in raw]
     baseline = next((k for k in BASELINES if k in ok), ok[0] if ok else None)
@@ -114,7 +114,7 @@ def assemble(rows: dict, raw: dict, ttfa: dict, zero: dict, sizes: dict, skipped
 
 def score(results: dict, raw: dict, sentences: list[str], threads: int, show) -> None:
     """Whisper WER/CER and DNSMOS on each contender's default-noise audio (round 1)."""
-    from benchmarks.quality import Scorer
+    from exporter.quality import Scorer
 
     show.phase("loading Whisper tiny.en and DNSMOS")
     scorer = Scorer(threads)

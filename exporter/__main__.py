@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -71,11 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum, frame):  # noqa: ARG001
+    raise SystemExit(128 + signum)  # unwinds: temporary files are removed, nothing half-written stays
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.debug:
-        for noisy in ("TTS", "trainer", "coqpit", "fsspec"):
+        for noisy in ("TTS", "trainer", "coqpit", "fsspec", "faster_whisper"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         args.func(args)

@@ -1,6 +1,15 @@
 """int8 variants of an exported voice: ``model.<preset>.onnx`` beside ``model.onnx``.
 
-What the measurements on the real voice decided (``python -m exporter quantize`` records its own):
+A variant is a *plan*: for each unit of the voice (the text encoder's embedding/attention, its
+feed-forward layers, the duration predictor, the flow, each upsampling stage of the decoder) one
+treatment, every unit not named staying fp32:
+
+* ``fp16w`` / ``int8w``: weights stored in fp16 / int8 (per output channel), computed in fp32;
+* ``dynamic``: onnxruntime's dynamic ConvInteger (activations quantized at run time);
+* ``qdq``: static QDQ on the convolutions (and MatMuls), calibrated on built-in sentences;
+* ``qdq+``: ``qdq`` plus the Add / LeakyRelu / Mul between them, so activations stay int8.
+
+What the measurements on the real voice decided (each variant records its own in the sidecar):
 
 * The text encoder and the duration predictor decide every duration; any change to their
   arithmetic moves some ``ceil`` across a frame boundary. Their int8 compute, and even int8
@@ -10,14 +19,11 @@ What the measurements on the real voice decided (``python -m exporter quantize``
 * onnxruntime's dynamic ConvInteger on x86 is 3x slower than fp32 with signed (per-channel)
   weights and slightly faster with unsigned per-tensor weights.
 * The flow and the HiFi-GAN decoder only shape the sound, and they hold 61% of the weights and
-  82% of the time: they are where int8 compute goes. int8 in the flow keeps DNSMOS (3.32/4.09
-  against 3.28/4.07 for fp32, 5 sentences) though its SNR is only 5-7 dB; int8 in the decoder
-  loses it (dynamic 3.15/3.43, static QDQ 2.71/2.90).
+  82% of the time: they are where int8 compute goes. int8 in the flow keeps DNSMOS; int8 in the
+  decoder loses it unless chosen layer by layer (``auto``).
 * In the decoder, int8 weights alone cost 0.2 dB log-mel; activations are the problem. Percentile
-  calibration halves the damage of MinMax (decoder convs only: 1.9 vs 3.5 dB log-mel); quantizing
-  the residual stream (Add) costs most (3.0-3.3 dB) but is what makes int8 fast (no Q/DQ glue);
-  convs of the first two stages only: 0.56 dB, 1.10x. The last stage and conv_post are the most
-  sensitive single layers (0.6-1.2 dB each).
+  calibration halves the damage of MinMax; quantizing the residual stream (Add) costs most but is
+  what makes int8 fast (no Q/DQ glue). The last stage and conv_post are the most sensitive layers.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +47,13 @@ from runtime import contract
 
 logger = logging.getLogger(__name__)
 
-DURATION_MODULES = ("/text_encoder/encoder/ffn_layers", "/duration_predictor")
-FP16_SAFE_MODULES = ("/text_encoder/emb", "/text_encoder/encoder/attn_layers", "/text_encoder/proj")
-SOUND_MODULES = ("/flow", "/waveform_decoder")
+STORAGE = ("fp16w", "int8w")
+COMPUTE = ("dynamic", "qdq", "qdq+")
+OPTIONS = STORAGE + COMPUTE
+QDQ_OPS = {"qdq": ("Conv", "MatMul"), "qdq+": ("Conv", "MatMul", "Add", "LeakyRelu", "Mul")}
+CALIBRATION_OPS = ("Conv", "MatMul", "Add", "LeakyRelu", "Mul")  # one calibration serves every plan
+DURATION_UNITS = ("text_encoder", "duration_predictor")  # they decide every output length
+LENGTH_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25)
 
 
 @dataclass(frozen=True)
@@ -51,16 +61,22 @@ class QuantConfig:
     """How one variant is made; recorded verbatim in the sidecar."""
 
     preset: str
-    method: str  # "dynamic" (ConvInteger, activations quantized at run time) or "static" (QDQ, calibrated)
-    int8_modules: tuple[str, ...] = SOUND_MODULES  # node-name prefixes whose Convs compute in int8
-    fp16_weight_modules: tuple[str, ...] = FP16_SAFE_MODULES  # weights stored fp16, computed fp32
-    weight_type: str = "uint8"
-    per_channel: bool = False
-    reduce_range: bool = False
-    op_types: tuple[str, ...] = ("Conv",)
-    calibration_sentences: int = 0
-    calibration_method: str = "minmax"
+    plan: tuple[tuple[str, str], ...]  # (unit or unit prefix, option); units not named stay fp32
+    weight_type: str = "int8"  # static QDQ weights; dynamic ConvInteger weights are always uint8 (see below)
+    calibration_sentences: int = 16
+    calibration_method: str = "percentile"
     target: str = "x86"
+
+    def option(self, unit: str | None) -> str | None:
+        if unit is None:
+            return None
+        for name, option in self.plan:
+            if unit == name or unit.startswith(name + "."):
+                return option
+        return None
+
+    def describe(self) -> str:
+        return ", ".join(f"{u}={o}" for u, o in self.plan) or "all fp32"
 
 
 def machine_target() -> str:
@@ -70,21 +86,20 @@ def machine_target() -> str:
 def preset(name: str, target: str | None = None) -> QuantConfig:
     target = target or machine_target()
     if name == "dynamic":
-        # x86: unsigned per-tensor weights are the only fast ConvInteger path (signed: 3x slower).
         # Only the flow: dynamic int8 in the decoder cost 0.6 DNSMOS P.808 on the real voice.
-        return QuantConfig("dynamic", "dynamic", int8_modules=("/flow",), weight_type="uint8", per_channel=False,
+        return QuantConfig("dynamic", (("text_encoder", "fp16w"), ("flow", "dynamic")), calibration_sentences=0,
                            target=target)
     if name == "static":
-        # QDQ: signed symmetric per-channel weights, unsigned activations (VNNI / ARM dot-product path);
-        # Add and LeakyRelu join so activations stay int8 between convolutions.
-        return QuantConfig("static", "static", weight_type="int8", per_channel=True,
-                           op_types=("Conv", "Add", "LeakyRelu", "Mul"), calibration_sentences=16,
-                           calibration_method="percentile", target=target)
+        # QDQ: signed symmetric per-channel weights, unsigned activations (VNNI / ARM dot-product path).
+        return QuantConfig("static", (("text_encoder", "fp16w"), ("flow", "qdq+"), ("decoder", "qdq+")),
+                           target=target)
+    if name == "auto":
+        raise ExportError("the auto preset is searched, not fixed: use quantize_voice(..., 'auto')")
     raise ExportError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
 
 
-PRESETS = ("dynamic", "static")
-DEFAULT_PRESET = "dynamic"
+PRESETS = ("dynamic", "static", "auto")
+DEFAULT_PRESET = "auto"  # measured per voice: the fastest plan inside the quality budget
 
 CALIBRATION_SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
@@ -106,18 +121,50 @@ CALIBRATION_SENTENCES = (
 )
 
 
-def _nodes(model, prefixes, op_types) -> list[str]:
-    return [n.name for n in model.graph.node if n.name.startswith(prefixes) and n.op_type in op_types]
+# -- units ----------------------------------------------------------------------------------------
+def node_units(model) -> dict[str, str]:
+    """Node name -> unit. Decoder stages are cut at each upsampling ConvTranspose (graph order is
+    topological): ``decoder.0`` holds conv_pre and the first stage, the last stage holds conv_post."""
+    units, stage = {}, 0
+    for node in model.graph.node:
+        name = node.name
+        if name.startswith("/text_encoder/encoder/ffn_layers"):
+            units[name] = "text_encoder_ffn"
+        elif name.startswith("/text_encoder"):
+            units[name] = "text_encoder"
+        elif name.startswith("/duration_predictor"):
+            units[name] = "duration_predictor"
+        elif name.startswith("/flow"):
+            units[name] = "flow"
+        elif name.startswith("/waveform_decoder"):
+            if node.op_type == "ConvTranspose" and "/ups." in name:
+                stage = int(name.split("/ups.")[1].split("/")[0])
+            units[name] = f"decoder.{stage}"
+    # conv_post (the most sensitive layer: it makes the waveform) and what follows it are their own unit;
+    # so is the LeakyRelu feeding it.
+    post = [n for n in model.graph.node if n.name.startswith("/waveform_decoder/conv_post")]
+    if post:
+        producers = {o: n for n in model.graph.node for o in n.output}
+        feeding = producers.get(post[0].input[0])
+        names = [n.name for n in model.graph.node if n.name.startswith("/waveform_decoder")]
+        tail = names[names.index(post[0].name):]
+        for name in tail + ([feeding.name] if feeding is not None and feeding.op_type == "LeakyRelu" else []):
+            units[name] = "decoder.post"
+    return units
 
 
+def unit_names(model) -> list[str]:
+    return list(dict.fromkeys(node_units(model).values()))
+
+
+# -- building -------------------------------------------------------------------------------------
 def _calibration_feeds(voice_dir: Path, count: int) -> list[dict]:
     """The calibration sentences as ONE utterance: onnxruntime's histogram calibrators (percentile,
     entropy) stack every tensor across feeds and fail when frame counts differ between sentences."""
+    from exporter.verify import onnx_feeds
     from runtime.voice import Voice
 
     voice = Voice.load(voice_dir)
-    from exporter.verify import onnx_feeds
-
     ids = [i for text in CALIBRATION_SENTENCES[:count] for i in voice.text_to_ids(text)]
     return [onnx_feeds([ids], [0.0, voice.config.length_scale, 0.0],
                        sid=0 if contract.SID in voice.input_names else None,
@@ -132,85 +179,193 @@ class _Reader:
         return next(self._it, None)
 
 
-def _quantize_int8(src: Path, dst: Path, cfg: QuantConfig, voice_dir: Path) -> None:
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def calibrate(voice_dir: Path, cfg: QuantConfig, cache: Path) -> None:
+    """Activation ranges of every quantizable tensor of ``model.onnx``, saved to ``cache`` once and
+    reused by every plan built from it (the search builds dozens)."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    if cache.is_file():
+        return
+    src = Path(voice_dir) / contract.MODEL_FILE
+    reader = _Reader(_calibration_feeds(voice_dir, cfg.calibration_sentences))
+    with tempfile.TemporaryDirectory(prefix="vits-edge-cal-") as tmp, _quiet_quantizer():
+        calibrator = create_calibrator(src, list(CALIBRATION_OPS), augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                       calibrate_method=_method(cfg.calibration_method))
+        calibrator.collect_data(reader)
+        save_tensors_data(calibrator.compute_data(), cache)
+
+
+def build(voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path | None = None) -> None:
+    """Write the variant ``cfg`` of ``voice_dir/model.onnx`` to ``dst``."""
+    with _quiet_quantizer():
+        _build(Path(voice_dir) / contract.MODEL_FILE, voice_dir, cfg, dst, cache)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime's quantizer logs on the root logger (a pre-processing hint, a line per tensor it
+    skips) and prints calibration progress: none of it is news to our user."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path | None) -> None:
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    from exporter.weight_only import store_weights_fp16, store_weights_int8
 
     model = onnx.load(str(src))
-    nodes = _nodes(model, cfg.int8_modules, cfg.op_types)
-    weight_type = QuantType.QInt8 if cfg.weight_type == "int8" else QuantType.QUInt8
-    if cfg.method == "dynamic":
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(cfg.op_types), nodes_to_quantize=nodes,
-                         weight_type=weight_type, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range)
-        return
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calibration_method]
-    reader = _Reader(_calibration_feeds(voice_dir, cfg.calibration_sentences))
-    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # the calibrators print progress
-        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(cfg.op_types),
-                        nodes_to_quantize=nodes, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                        activation_type=QuantType.QUInt8, weight_type=weight_type, calibrate_method=method,
-                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-    logger.debug("calibration: %s", chatter.getvalue())
+    units = node_units(model)
+    option = {name: cfg.option(unit) for name, unit in units.items()}
+    static = {o: [n.name for n in model.graph.node if option.get(n.name) == o and n.op_type in QDQ_OPS[o]]
+              for o in QDQ_OPS}
+    dynamic = [n.name for n in model.graph.node if option.get(n.name) == "dynamic" and n.op_type == "Conv"]
+    with tempfile.TemporaryDirectory(prefix=".vits-edge-quant-", dir=dst.parent) as tmp:
+        current = src
+        if static["qdq"] or static["qdq+"]:
+            with contextlib.ExitStack() as stack:
+                if cache is None:
+                    cache = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ranges.json"
+                calibrate(voice_dir, cfg, cache)
+                out = Path(tmp) / "static.onnx"
+                quantize_static(str(current), str(out), None, quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=sorted({op for o in QDQ_OPS for op in QDQ_OPS[o]}),
+                                nodes_to_quantize=static["qdq"] + static["qdq+"], per_channel=True,
+                                activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8 if cfg.weight_type == "int8" else QuantType.QUInt8,
+                                calibrate_method=_method(cfg.calibration_method), calibration_cache_path=str(cache),
+                                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                current = out
+        if dynamic:
+            # x86: unsigned per-tensor weights are the only fast ConvInteger path (signed per-channel: 3x slower).
+            out = Path(tmp) / "dynamic.onnx"
+            quantize_dynamic(str(current), str(out), op_types_to_quantize=["Conv"], nodes_to_quantize=dynamic,
+                             weight_type=QuantType.QUInt8, per_channel=False)
+            current = out
+        model = onnx.load(str(current))
+        store_weights_fp16(model, lambda node: option.get(node.name) == "fp16w")
+        store_weights_int8(model, lambda node: option.get(node.name) == "int8w")
+        onnx.save(model, str(dst))
 
 
-def _measure(voice_dir: Path, variant: Path, sentences: tuple[str, ...]) -> dict:
-    """Zero-noise fidelity and speed against model.onnx on the calibration text (one process, alternating)."""
+# -- measuring ------------------------------------------------------------------------------------
+def _session(path: Path, threads: int):
     import onnxruntime as ort
 
-    from exporter.verify import snr_db
-    from runtime.voice import SynthesisConfig, Voice
-
-    voice = Voice.load(voice_dir)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = threads
     options.enable_mem_pattern = False
-    fp32 = Voice.from_session(ort.InferenceSession(str(voice_dir / contract.MODEL_FILE), options), voice.config)
-    int8 = Voice.from_session(ort.InferenceSession(str(variant), options), voice.config)
-    zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
-    ids = [voice.text_to_ids(s) for s in sentences]
-    same, snrs, times = 0, [], {"fp32": 0.0, "int8": 0.0}
-    for item in ids:
-        outs = {}
-        for name, v in (("fp32", fp32), ("int8", int8)):
-            start = time.perf_counter()
-            outs[name] = v.ids_to_audio(item, zero)
-            times[name] += time.perf_counter() - start
-        if len(outs["fp32"]) == len(outs["int8"]):
-            same += 1
-            snrs.append(snr_db(outs["fp32"], outs["int8"]))
-    return {"sentences": len(ids), "same_length": same, "median_snr_db": round(float(np.median(snrs)), 1) if snrs else None,
-            "speed_vs_fp32": round(times["fp32"] / times["int8"], 2), "threads": 2}
+    # Two sessions take turns on the same cores: an idle pool spinning would slow the other one.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target: str | None = None) -> Path:
-    """Write ``voice_dir/model.<preset>.onnx`` and record how it was made in the sidecar."""
-    import onnx
+class Comparison:
+    """Audio and timing of ``model.onnx`` on fixed ids, to compare variants against (zero noise)."""
 
-    from exporter.weight_only import store_weights_fp16
+    def __init__(self, voice_dir: Path, sentences, threads: int = 2, repeats: int = 2):
+        from runtime.voice import SynthesisConfig, Voice
 
-    voice_dir = Path(voice_dir)
-    src = voice_dir / contract.MODEL_FILE
-    sidecar_path = contract.sidecar_path(src)
-    if not src.is_file() or not sidecar_path.is_file():
+        self.voice_dir, self.threads, self.repeats = Path(voice_dir), threads, repeats
+        self.voice = Voice.load(voice_dir)
+        self.sentences = tuple(sentences)
+        self.ids = [self.voice.text_to_ids(s) for s in self.sentences]
+        self.zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
+        self.fp32 = self._voice(self.voice_dir / contract.MODEL_FILE)
+        self.reference = [self.fp32.ids_to_audio(i, self.zero) for i in self.ids]
+        self.size = (self.voice_dir / contract.MODEL_FILE).stat().st_size
+        self._durations = None
+
+    def _voice(self, path: Path):
+        from runtime.voice import Voice
+
+        return Voice.from_session(_session(path, self.threads), self.voice.config)
+
+    def durations(self, voice) -> list[int]:
+        """Output lengths at several length scales: each scale moves every ``ceil`` boundary, so a
+        variant whose durations drift shows it on a few dozen sentences, not only on the rare one."""
+        from runtime.voice import SynthesisConfig
+
+        return [len(voice.ids_to_audio(ids, SynthesisConfig(noise_scale=0.0, noise_w=0.0, length_scale=scale)))
+                for scale in LENGTH_SCALES for ids in self.ids]
+
+    def measure(self, variant: Path, durations: bool = False) -> dict:
+        """Lengths, log-mel distance and speed against fp32 (the two take turns, sentence by sentence);
+        with ``durations``, lengths at every scale of LENGTH_SCALES too."""
+        from exporter.quality import logmel_distance_db
+
+        candidate = self._voice(variant)
+        extra = {}
+        if durations:
+            if self._durations is None:
+                self._durations = self.durations(self.fp32)
+            changed = sum(a != b for a, b in zip(self._durations, self.durations(candidate)))
+            extra = {"length_checks": len(self._durations), "lengths_changed": changed}
+        audio = [candidate.ids_to_audio(i, self.zero) for i in self.ids]  # also the warm-up
+        times = {"fp32": 0.0, "variant": 0.0}
+        for _ in range(self.repeats):
+            for ids in self.ids:
+                for name, v in (("fp32", self.fp32), ("variant", candidate)):
+                    start = time.perf_counter()
+                    v.ids_to_audio(ids, self.zero)
+                    times[name] += time.perf_counter() - start
+        same = [(r, a) for r, a in zip(self.reference, audio) if len(r) == len(a)]
+        mel = [logmel_distance_db(r, a, self.voice.sample_rate) for r, a in same]
+        return {"sentences": len(self.ids), "same_length": len(same),
+                "logmel_db": round(float(np.median(mel)), 3) if mel else None,
+                "speed_vs_fp32": round(times["fp32"] / times["variant"], 3),
+                "size_mb": round(variant.stat().st_size / 1e6, 2),
+                "size_vs_fp32": round(variant.stat().st_size / self.size, 3),
+                "threads": self.threads, **extra, "_audio": audio}
+
+
+# -- the command ----------------------------------------------------------------------------------
+def _record(voice_dir: Path, name: str, record: dict) -> None:
+    sidecar_path = contract.sidecar_path(Path(voice_dir) / contract.MODEL_FILE)
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    sidecar.setdefault("variants", {})[name] = record
+    atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def check_voice_dir(voice_dir: Path) -> None:
+    src = Path(voice_dir) / contract.MODEL_FILE
+    if not src.is_file() or not contract.sidecar_path(src).is_file():
         raise ExportError(f"{voice_dir} is not an exported voice folder (needs {contract.MODEL_FILE} and its .json)")
+
+
+def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target: str | None = None,
+                   budget=None, report=print) -> Path:
+    """Write ``voice_dir/model.<preset>.onnx`` and record how it was made (and measured) in the sidecar."""
+    voice_dir = Path(voice_dir)
+    check_voice_dir(voice_dir)
+    if preset_name == "auto":
+        from exporter.auto import search
+
+        return search(voice_dir, target=target, budget=budget, report=report)
     cfg = preset(preset_name, target)
     dst = voice_dir / f"model.{cfg.preset}.onnx"
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="vits-edge-quant-", dir=voice_dir) as tmp:
-        tmp = Path(tmp)
-        staged = tmp / "model.onnx"
-        _quantize_int8(src, staged, cfg, voice_dir)
-        model = onnx.load(str(staged))
-        store_weights_fp16(model, lambda node: node.name.startswith(cfg.fp16_weight_modules))
-        onnx.save(model, str(staged))
-        measured = _measure(voice_dir, staged, CALIBRATION_SENTENCES)
-        measured.update(size_mb=round(staged.stat().st_size / 1e6, 2),
-                        size_vs_fp32=round(staged.stat().st_size / src.stat().st_size, 3),
-                        seconds=round(time.perf_counter() - start, 1))
+    with tempfile.TemporaryDirectory(prefix=".vits-edge-quant-", dir=voice_dir) as tmp:
+        staged = Path(tmp) / "model.onnx"
+        build(voice_dir, cfg, staged)
+        measured = Comparison(voice_dir, CALIBRATION_SENTENCES).measure(staged)
+        measured.pop("_audio")
+        measured["seconds"] = round(time.perf_counter() - start, 1)
         shutil.move(str(staged), dst)
-    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    sidecar.setdefault("variants", {})[dst.name] = {"config": asdict(cfg), "measured": measured}
-    atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    _record(voice_dir, dst.name, {"config": asdict(cfg), "measured": measured})
     logger.info("wrote %s: %s", dst, measured)
     return dst

@@ -12,7 +12,8 @@ import pytest
 from tests_helpers import REPO
 
 from benchmarks import contenders as cs
-from benchmarks import report, results, sysinfo, textnorm
+from benchmarks import report, results, sysinfo
+from exporter import textnorm
 
 
 def _installed(module: str) -> bool:
@@ -59,7 +60,7 @@ def test_ids_to_symbols_and_back_to_piper_ids():
 
 def test_fidelity_compares_same_lengths_sample_for_sample_and_others_by_mcd():
     pytest.importorskip("librosa")
-    from benchmarks.quality import fidelity
+    from exporter.quality import fidelity
 
     rng = np.random.default_rng(0)
     t = np.arange(22050) / 22050

@@ -19,7 +19,7 @@ from math import gcd
 
 import numpy as np
 
-from benchmarks.textnorm import error_counts
+from exporter.textnorm import error_counts
 from exporter.verify import snr_db
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,227 @@
+"""``quantize --preset auto``: measure each unit's treatments alone, then combine the fastest that
+stay inside a quality budget, and record every trial.
+
+The budget (defaults in :class:`Budget`), judged against ``model.onnx`` at zero noise on built-in
+sentences that calibration never sees:
+
+* every output has the same length as fp32's;
+* log-mel distance to fp32 (median over sentences) at most ``max_logmel_db``;
+* when the quality extras are installed (``pip install vits-edge[bench]``): DNSMOS OVRL and P.808
+  within ``mos_tolerance`` of fp32's and a Whisper word error rate no worse than fp32's, checked on
+  the final combination (a failing one loses its last-added unit until it passes).
+
+Speed is the variant's time over fp32's on the same sentences, the two taking turns in one process.
+Gains under ``min_speedup`` are timing noise and buy nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.quantize import (COMPUTE, DURATION_UNITS, Comparison, QuantConfig, _record, build, machine_target,
+                               unit_names)
+from runtime import contract
+
+logger = logging.getLogger(__name__)
+
+# Judged on these, calibrated on exporter.quantize.CALIBRATION_SENTENCES: the two sets share nothing.
+JUDGE_SENTENCES = (
+    "I would like a cup of tea with milk, but no sugar, please.",
+    "The train to Edinburgh leaves from platform nine at a quarter to six.",
+    "Why did the children laugh when the old clock finally struck twelve?",
+    "Fresh bread, warm soup and a little honey: that is all we need tonight.",
+    "Scientists measured the temperature of the lake every hour for three weeks.",
+    "Turn left at the bakery, then walk straight on until you see the bridge.",
+    "Oh no! I left my umbrella on the bus again.",
+    "Her voice was soft and calm, like rain on a summer evening.",
+    "The results will be published in the journal next spring.",
+    "Yes.",
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_logmel_db: float = 1.0
+    mos_tolerance: float = 0.1
+    min_speedup: float = 1.03
+
+
+def options_for(unit: str) -> tuple[str, ...]:
+    if unit.startswith(DURATION_UNITS):
+        return ("fp16w", "int8w", "dynamic")
+    if unit == "flow":
+        return ("int8w", "dynamic", "qdq", "qdq+")
+    return ("int8w", "qdq", "qdq+")  # decoder stages: ConvTranspose has no int8 kernel, Convs do
+
+
+def within(measured: dict, budget: Budget) -> tuple[bool, str]:
+    if measured["same_length"] != measured["sentences"]:
+        return False, f"{measured['sentences'] - measured['same_length']} lengths changed"
+    if measured.get("lengths_changed"):
+        return False, f"{measured['lengths_changed']}/{measured['length_checks']} lengths changed across length scales"
+    if measured["logmel_db"] is not None and measured["logmel_db"] > budget.max_logmel_db:
+        return False, f"log-mel {measured['logmel_db']:.2f} dB > {budget.max_logmel_db} dB"
+    return True, "inside the budget"
+
+
+class _Listener:
+    """Whisper and DNSMOS when installed (the bench extra); otherwise says what it cannot judge."""
+
+    def __init__(self, threads: int):
+        from exporter.quality import Scorer
+
+        self.scorer = Scorer(threads)
+        self.notes = [n for n in (self.scorer.asr_error, self.scorer.mos_error) if n]
+        self.available = self.scorer.asr is not None or self.scorer.dnsmos is not None
+
+    def score(self, texts, audio, rate) -> dict:
+        s = self.scorer.score(list(texts), list(audio), rate)
+        return {"wer": s.get("wer"), **{k: s["dnsmos"][k] for k in ("ovrl", "p808") if "dnsmos" in s}}
+
+    @staticmethod
+    def verdict(ref: dict, out: dict, budget: Budget) -> tuple[bool, str]:
+        problems = [f"DNSMOS {k.upper()} {out[k]:.2f} vs fp32 {ref[k]:.2f}" for k in ("ovrl", "p808")
+                    if k in ref and out[k] < ref[k] - budget.mos_tolerance]
+        if ref.get("wer") is not None and out["wer"] > ref["wer"] + 1e-9:
+            problems.append(f"WER {out['wer']:.1%} vs fp32 {ref['wer']:.1%}")
+        return (not problems), "; ".join(problems) or "listening checks passed"
+
+
+def _line(row: dict) -> str:
+    mel = "-" if row["logmel_db"] is None else f"{row['logmel_db']:.2f}"
+    lengths = f" ({row['lengths_changed']}/{row['length_checks']} off)" if "length_checks" in row else ""
+    return (f"  {row['step']:<9} {row['plan']:<58} {row['speed_vs_fp32']:5.2f}x  mel {mel:>5} dB  "
+            f"len {row['same_length']}/{row['sentences']}{lengths}  size {row['size_vs_fp32']:.0%}  {row['verdict']}")
+
+
+def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None = None, threads: int = 2,
+           listen: bool = True, report=print) -> Path:
+    """Write ``voice_dir/model.auto.onnx``: the fastest plan inside ``budget``, then the smallest."""
+    import onnx
+
+    budget = budget or Budget()
+    voice_dir = Path(voice_dir)
+    base = QuantConfig("auto", (), target=target or machine_target())
+    units = unit_names(onnx.load(str(voice_dir / contract.MODEL_FILE), load_external_data=False))
+    start = time.perf_counter()
+    report(f"auto: judging on {len(JUDGE_SENTENCES)} sentences against fp32 at zero noise; budget {budget}")
+    comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads, repeats=3)
+    tried: list[dict] = []
+
+    with tempfile.TemporaryDirectory(prefix=".vits-edge-auto-", dir=voice_dir) as tmp:
+        tmp = Path(tmp)
+        cache = tmp / "ranges.json"
+
+        def trial(plan, step, accept) -> tuple[dict, Path, list]:
+            cfg = dataclasses.replace(base, plan=tuple(plan))
+            path = tmp / f"trial{len(tried)}.onnx"
+            build(voice_dir, cfg, path, cache)
+            measured = comparison.measure(path, durations=step == "final" or any(
+                u.startswith(DURATION_UNITS) for u, _ in plan))
+            audio = measured.pop("_audio")
+            ok, why = within(measured, budget)
+            if ok:
+                ok, why = accept(measured)
+            row = {"step": step, "plan": cfg.describe(), **measured, "within_budget": ok,
+                   "verdict": ("kept: " if ok else "rejected: ") + why}
+            tried.append(row)
+            report(_line(row))
+            return row, path, audio
+
+        # 1. Every treatment of every unit on its own.
+        report("1. each unit alone (everything else fp32):")
+        alone = {}
+        for unit in units:
+            for option in options_for(unit):
+                row, path, _ = trial([(unit, option)], "alone", lambda m: (True, "inside the budget"))
+                alone[unit, option] = row
+                path.unlink()
+
+        # 2. int8 compute: treatments that passed alone, the most speed per dB of log-mel first (a
+        #    knapsack's greedy order: the log-mel budget is what they share); one treatment per unit,
+        #    kept if the combination stays inside the budget and is faster than without it.
+        report("2. int8 compute, most speed per dB first:")
+        candidates = [(unit, option, row) for (unit, option), row in alone.items() if option in COMPUTE
+                      and row["within_budget"] and row["speed_vs_fp32"] >= budget.min_speedup]
+        candidates.sort(key=lambda c: -(c[2]["speed_vs_fp32"] - 1) / max(c[2]["logmel_db"] or 0.0, 0.1))
+        plan: list[tuple[str, str]] = []
+        speed = 1.0
+        for unit, option, _ in candidates:
+            if any(u == unit for u, _ in plan):
+                continue
+            row, path, _ = trial(plan + [(unit, option)], "combine",
+                                 lambda m: (m["speed_vs_fp32"] >= speed * budget.min_speedup,
+                                            f"faster than {speed:.2f}x" if m["speed_vs_fp32"] >= speed * budget.min_speedup
+                                            else f"no faster than {speed:.2f}x"))
+            if row["within_budget"]:
+                plan.append((unit, option))
+                speed = row["speed_vs_fp32"]
+            path.unlink()
+
+        # 3. Smaller weights where the arithmetic stays fp32: int8 storage before fp16, biggest saving first.
+        report("3. weight storage for the units left in fp32:")
+        computed = {u for u, _ in plan}
+        storage = []
+        for unit in units:
+            if unit in computed:
+                continue
+            for option in ("int8w", "fp16w"):
+                row = alone[unit, option] if (unit, option) in alone else None
+                if row and row["within_budget"]:
+                    storage.append((1 - row["size_vs_fp32"], unit, option))
+                    break
+        for _, unit, option in sorted(storage, reverse=True):
+            row, path, _ = trial(plan + [(unit, option)], "store",
+                                 lambda m: (m["speed_vs_fp32"] >= speed / budget.min_speedup,
+                                            "speed kept" if m["speed_vs_fp32"] >= speed / budget.min_speedup
+                                            else "slower"))
+            if row["within_budget"]:
+                plan.append((unit, option))
+            path.unlink()
+
+        # 4. The final plan, listened to when the listening extras are installed.
+        report("4. final plan:")
+        listener = _Listener(threads) if listen else None
+        reference = None
+        if listener and listener.available:
+            reference = listener.score(JUDGE_SENTENCES, comparison.reference, comparison.voice.sample_rate)
+        elif listener:
+            report("  " + "; ".join(listener.notes) + ": judged on length and log-mel only")
+        while True:
+            def accept(m):
+                return True, "inside the budget"
+
+            row, path, audio = trial(plan, "final", accept)
+            listened = None
+            if reference is not None and row["within_budget"]:
+                listened = listener.score(JUDGE_SENTENCES, audio, comparison.voice.sample_rate)
+                ok, why = listener.verdict(reference, listened, budget)
+                row.update(listening={"fp32": reference, "variant": listened}, within_budget=ok)
+                report(f"  listening: {why}")
+                if not ok:
+                    row["verdict"] = f"rejected: {why}"
+            if row["within_budget"] or not plan:
+                break
+            dropped = next((p for p in reversed(plan) if p[1] in COMPUTE), plan[-1])
+            report(f"  dropping {dropped[0]}={dropped[1]} and trying again")
+            plan.remove(dropped)
+            path.unlink()
+
+        cfg = dataclasses.replace(base, plan=tuple(plan))
+        dst = voice_dir / "model.auto.onnx"
+        shutil.move(str(path), dst)
+    measured = {k: row[k] for k in ("sentences", "same_length", "logmel_db", "speed_vs_fp32", "size_mb",
+                                    "size_vs_fp32", "threads")}
+    measured.update(seconds=round(time.perf_counter() - start, 1), listening=row.get("listening"))
+    _record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
+                                  "budget": dataclasses.asdict(budget),
+                                  "search": [{k: v for k, v in r.items()} for r in tried]})
+    report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, "
+           f"{measured['size_vs_fp32']:.0%} of its size)")
+    return dst
