@@ -119,6 +119,10 @@ def quick_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     coqui = import_piper(joe.model_path(), root / "coqui")
     export_voice(coqui / "config.json", coqui / "model.pth", root / "voice")
+    # the default int8 preset, made the way the README says: `python -m exporter quantize DIR`
+    proc = subprocess.run([sys.executable, "-m", "exporter", "quantize", str(root / "voice")], capture_output=True,
+                          text=True, cwd=REPO, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = root / "report"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--voice", str(root / "voice"), "--quick",
                            "--threads", "2", "--out", str(out)], capture_output=True, text=True, cwd=REPO,
@@ -167,6 +171,21 @@ def test_quick_run_writes_report_results_and_plot(quick_report):
     assert len(table) == 1 + len(rows)  # header + one row per contender
     assert "**PyTorch fp32" in table[1] and " 1.00 |" in table[1]
     assert "## Not measured" in text and "piper-tts (vits-edge export)" in text
+
+
+@pytest.mark.slow
+def test_default_int8_preset_is_faster_than_fp32_and_keeps_every_length(quick_report):
+    """The issue's CI rule, on the real voice: the preset `quantize DIR` makes by default never loses
+    to fp32 onnxruntime (per-round speed ratio, both measured in the same rounds) and never changes a
+    length at zero noise."""
+    from exporter.quantize import DEFAULT_PRESET
+
+    out, _ = quick_report
+    rows = {r["key"]: r for r in json.loads((out / "results.json").read_text())["contenders"]}
+    fp32, default = rows["ort-fp32"], rows[f"ort-{DEFAULT_PRESET}"]
+    assert default["fidelity"]["same_length"] == default["fidelity"]["sentences"] == 5
+    ratios = [a / b for a, b in zip(default["speedup_vs_baseline"]["per_round"], fp32["speedup_vs_baseline"]["per_round"])]
+    assert float(np.median(ratios)) > 1.0, f"default preset {DEFAULT_PRESET} vs fp32 per round: {ratios}"
 
 
 @pytest.mark.slow
