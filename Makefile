@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 DEMO_DIR := build/demo
+ARM_WORK ?= build/arm
 DEMO_TEXT ?= Hello! This voice was exported from a Coqui VITS checkpoint to ONNX, checked against PyTorch, and is spoken by the device runtime.
 
-.PHONY: demo test install espeak clean
+.PHONY: demo test install espeak clean arm-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The runtime and every int8 preset on emulated Raspberry Pi 4 and 5 (QEMU user mode, as root), compared with
+# x86; the aarch64 root filesystem and the models are cached in ~/.cache/vits-edge/arm. Exit 77: cannot emulate.
+arm-check: install
+	$(PY) -m tests.arm.check --work $(ARM_WORK)
 
 clean:
 	rm -rf build .pytest_cache

