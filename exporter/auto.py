@@ -10,7 +10,8 @@ sentences that calibration never sees:
   vits-edge[bench]``): DNSMOS OVRL and P.808 within ``mos_tolerance`` of fp32's and a Whisper word
   error rate no worse than fp32's. Without them auto says so and judges on the two rules above.
 
-Speed is the variant's time over fp32's on the same sentences, the two taking turns in one process.
+Speed is the variant's time over fp32's on the same sentences, the two taking turns in blocks in one
+process, run as the device runs them.
 Gains under ``min_speedup`` are timing noise and buy nothing.
 """
 
@@ -121,7 +122,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     if base.target != machine_target():
         report(f"  note: speeds are measured on this {machine_target()} machine and stand in for {base.target}: "
                f"run the quantize command on the {base.target} device itself to choose by its own timings")
-    comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads, repeats=3)
+    comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads, repeats=4)
     listener = _Listener(threads) if listen else None
     reference = None
     if listener and listener.available:
