@@ -49,9 +49,9 @@ logger = logging.getLogger(__name__)
 
 STORAGE = ("fp16w", "int8w")
 COMPUTE = ("dynamic", "qdq", "qdq+")
-OPTIONS = STORAGE + COMPUTE
 QDQ_OPS = {"qdq": ("Conv", "MatMul"), "qdq+": ("Conv", "MatMul", "Add", "LeakyRelu", "Mul")}
 CALIBRATION_OPS = ("Conv", "MatMul", "Add", "LeakyRelu", "Mul")  # one calibration serves every plan
+STATIC_UNITS = ("flow", "decoder")  # the only units static QDQ may touch (durations: see below)
 DURATION_UNITS = ("text_encoder", "duration_predictor")  # they decide every output length
 LENGTH_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25)
 
@@ -61,10 +61,10 @@ class QuantConfig:
     """How one variant is made; recorded verbatim in the sidecar."""
 
     preset: str
-    plan: tuple[tuple[str, str], ...]  # (unit or unit prefix, option); units not named stay fp32
+    plan: tuple[tuple[str, str], ...]  # (unit or unit prefix, option): the first match wins; "fp32" or no
+    # match: left as exported
     weight_type: str = "int8"  # static QDQ weights; dynamic ConvInteger weights are always uint8 (see below)
-    calibration_sentences: int = 16
-    calibration_method: str = "percentile"
+    calibration_sentences: int = 16  # percentile calibration (MinMax, entropy, least squares: worse)
     # The decoder's audio-rate activations are heavy-tailed: clipping the top 0.1% halves their int8
     # error (log-mel 1.78 -> 0.87 dB for the last stage with its Adds); the flow's are not (0.54 -> 0.73 dB).
     # Measured on the real voice against 99.0-99.999, MinMax, entropy and per-tensor least squares.
@@ -76,7 +76,7 @@ class QuantConfig:
             return None
         for name, option in self.plan:
             if unit == name or unit.startswith(name + "."):
-                return option
+                return None if option == "fp32" else option
         return None
 
     def describe(self) -> str:
@@ -94,8 +94,10 @@ def preset(name: str, target: str | None = None) -> QuantConfig:
         return QuantConfig("dynamic", (("flow", "dynamic"),), calibration_sentences=0,
                            target=target)
     if name == "static":
-        # QDQ: signed symmetric per-channel weights, unsigned activations (VNNI / ARM dot-product path).
-        return QuantConfig("static", (("flow", "qdq+"), ("decoder", "qdq+")),
+        # QDQ: signed symmetric per-channel weights, unsigned activations (VNNI / ARM dot-product path),
+        # on the flow and the decoder, the Adds and LeakyRelus between the convolutions included; not on
+        # conv_post (one output channel), where int8 is slower than fp32 (54 ms against 37 ms).
+        return QuantConfig("static", (("flow", "qdq+"), ("decoder.post", "fp32"), ("decoder", "qdq+")),
                            target=target)
     if name == "auto":
         raise ExportError("the auto preset is searched, not fixed: use quantize_voice(..., 'auto')")
@@ -127,8 +129,8 @@ CALIBRATION_SENTENCES = (
 
 # -- units ----------------------------------------------------------------------------------------
 def node_units(model) -> dict[str, str]:
-    """Node name -> unit. Decoder stages are cut at each upsampling ConvTranspose (graph order is
-    topological): ``decoder.0`` holds conv_pre and the first stage, the last stage holds conv_post."""
+    """Node name -> unit. Decoder stages are cut at each upsampler (graph order is topological):
+    ``decoder.0`` holds conv_pre and the first stage; conv_post is ``decoder.post``."""
     units, stage = {}, 0
     for node in model.graph.node:
         name = node.name
@@ -141,7 +143,7 @@ def node_units(model) -> dict[str, str]:
         elif name.startswith("/flow"):
             units[name] = "flow"
         elif name.startswith("/waveform_decoder"):
-            if node.op_type == "ConvTranspose" and "/ups." in name:
+            if name.startswith("/waveform_decoder/ups."):  # the ConvTranspose, or its polyphase form
                 stage = int(name.split("/ups.")[1].split("/")[0])
             units[name] = f"decoder.{stage}"
     # conv_post (the most sensitive layer: it makes the waveform) and what follows it are their own unit;
@@ -163,16 +165,15 @@ def unit_names(model) -> list[str]:
 
 # -- building -------------------------------------------------------------------------------------
 def _calibration_feeds(voice_dir: Path, count: int) -> list[dict]:
-    """The calibration sentences as ONE utterance: onnxruntime's histogram calibrators (percentile,
-    entropy) stack every tensor across feeds and fail when frame counts differ between sentences."""
+    """One feed per calibration sentence, at zero noise and the voice's length scale."""
     from exporter.verify import onnx_feeds
     from runtime.voice import Voice
 
     voice = Voice.load(voice_dir)
-    ids = [i for text in CALIBRATION_SENTENCES[:count] for i in voice.text_to_ids(text)]
-    return [onnx_feeds([ids], [0.0, voice.config.length_scale, 0.0],
+    return [onnx_feeds([voice.text_to_ids(text)], [0.0, voice.config.length_scale, 0.0],
                        sid=0 if contract.SID in voice.input_names else None,
-                       langid=0 if contract.LANGID in voice.input_names else None)]
+                       langid=0 if contract.LANGID in voice.input_names else None)
+            for text in CALIBRATION_SENTENCES[:count]]
 
 
 class _Reader:
@@ -183,40 +184,50 @@ class _Reader:
         return next(self._it, None)
 
 
-def _method(name: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[name]
-
-
 def calibrate(voice_dir: Path, cfg: QuantConfig, cache: Path) -> None:
-    """Activation ranges of every quantizable tensor of ``model.onnx``, saved to ``cache`` once and
-    reused by every plan built from it (the search builds dozens)."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    """Activation ranges of every tensor that static QDQ may quantize (those of the units in
+    STATIC_UNITS), saved to ``cache`` once and reused by every plan built from it (auto builds dozens)."""
+    import onnx
+    from onnxruntime.quantization.calibrate import PercentileCalibrater, save_tensors_data
+
+    from exporter import polyphase
 
     if cache.is_file():
         return
-    src = Path(voice_dir) / contract.MODEL_FILE
-    reader = _Reader(_calibration_feeds(voice_dir, cfg.calibration_sentences))
+    feeds = _calibration_feeds(voice_dir, cfg.calibration_sentences)
     with tempfile.TemporaryDirectory(prefix="vits-edge-cal-") as tmp, _quiet_quantizer():
-        calibrator = create_calibrator(src, list(CALIBRATION_OPS), augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=_method(cfg.calibration_method))
-        calibrator.collect_data(reader)
-        ranges = calibrator.compute_data()
-        if cfg.calibration_method == "percentile":
-            ranges = _percentile_ranges(calibrator.collector, ranges, src, cfg.percentiles)
+        # Calibrated in the polyphase form, so that every plan finds the ranges of its tensors (the
+        # upsamplers' outputs have the same values in both forms).
+        model = onnx.load(str(Path(voice_dir) / contract.MODEL_FILE))
+        polyphase.rewrite(model, lambda node: True)
+        src = Path(tmp) / "polyphase.onnx"
+        onnx.save(model, str(src))
+        units = node_units(model)
+        keep = {t for n in model.graph.node if units.get(n.name, "").startswith(STATIC_UNITS)
+                for t in (*n.input, *n.output)}
+
+        class Calibrater(PercentileCalibrater):  # only what can be quantized: a third of the tensors
+            def select_tensors_to_calibrate(self, model):
+                tensors, value_infos = super().select_tensors_to_calibrate(model)
+                return tensors & keep, value_infos
+
+        calibrator = Calibrater(src, list(CALIBRATION_OPS), str(Path(tmp) / "aug.onnx"), symmetric=True,
+                                percentile=dict(cfg.percentiles)[""])
+        calibrator.augment_graph()
+        calibrator.create_inference_session()
+        # One sentence at a time: the histograms merge across calls, while collecting several feeds at
+        # once stacks their tensors (frame counts differ: it fails) and holds them all in memory.
+        for feed in feeds:
+            calibrator.collect_data(_Reader([feed]))
+        unit_of = {out: units.get(n.name, "") for n in model.graph.node for out in n.output}
+        ranges = _percentile_ranges(calibrator.collector, calibrator.compute_data(), unit_of, cfg.percentiles)
         save_tensors_data(ranges, cache)
 
 
-def _percentile_ranges(collector, ranges, src: Path, percentiles: tuple[tuple[str, float], ...]):
+def _percentile_ranges(collector, ranges, unit_of: dict[str, str], percentiles: tuple[tuple[str, float], ...]):
     """Each tensor clipped at the percentile of the unit that makes it (one histogram pass)."""
-    import onnx
     from onnxruntime.quantization.calibrate import TensorsData
 
-    model = onnx.load(str(src), load_external_data=False)
-    units = node_units(model)
-    unit_of = {out: units.get(n.name, "") for n in model.graph.node for out in n.output}
     by_percentile = {}
     for pct in {p for _, p in percentiles}:
         collector.percentile = pct
@@ -251,18 +262,26 @@ def _quiet_quantizer():
 
 def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path | None) -> None:
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+    from exporter import polyphase
     from exporter.weight_only import store_weights_fp16, store_weights_int8
 
     model = onnx.load(str(src))
     units = node_units(model)
+    # Upsamplers of int8 stages become polyphase Convs (see exporter/polyphase.py): int8 kernels exist
+    # for them in that form, and no ConvTranspose is left between a DequantizeLinear and a
+    # QuantizeLinear for onnxruntime to quantize behind our back.
+    polyphase.rewrite(model, lambda node: cfg.option(units.get(node.name)) in QDQ_OPS)
+    units = node_units(model)
     option = {name: cfg.option(unit) for name, unit in units.items()}
-    static = {o: [n.name for n in model.graph.node if option.get(n.name) == o and n.op_type in QDQ_OPS[o]]
+    static = {o: [n.name for n in model.graph.node if option.get(n.name) == o and
+                  (n.op_type in QDQ_OPS[o] or n.name.endswith(polyphase.SHUFFLE_SUFFIXES))]
               for o in QDQ_OPS}
     dynamic = [n.name for n in model.graph.node if option.get(n.name) == "dynamic" and n.op_type == "Conv"]
     with tempfile.TemporaryDirectory(prefix=".vits-edge-quant-", dir=dst.parent) as tmp:
-        current = src
+        current = Path(tmp) / "fp32.onnx"
+        onnx.save(model, str(current))
         if static["qdq"] or static["qdq+"]:
             with contextlib.ExitStack() as stack:
                 if cache is None:
@@ -270,11 +289,12 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
                 calibrate(voice_dir, cfg, cache)
                 out = Path(tmp) / "static.onnx"
                 quantize_static(str(current), str(out), None, quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=sorted({op for o in QDQ_OPS for op in QDQ_OPS[o]}),
+                                op_types_to_quantize=sorted({op for o in QDQ_OPS for op in QDQ_OPS[o]}
+                                                            | {"Reshape", "Transpose"}),
                                 nodes_to_quantize=static["qdq"] + static["qdq+"], per_channel=True,
                                 activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8 if cfg.weight_type == "int8" else QuantType.QUInt8,
-                                calibrate_method=_method(cfg.calibration_method), calibration_cache_path=str(cache),
+                                calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),
                                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
                 current = out
         if dynamic:
@@ -328,22 +348,36 @@ class Comparison:
         return [len(voice.ids_to_audio(ids, SynthesisConfig(noise_scale=0.0, noise_w=0.0, length_scale=scale)))
                 for scale in LENGTH_SCALES for ids in self.ids]
 
-    def measure(self, variant: Path, durations: bool = False) -> dict:
-        """Lengths, log-mel distance and speed against fp32 (the two take turns, sentence by sentence);
-        with ``durations``, lengths at every scale of LENGTH_SCALES too."""
+    def measure(self, variant: Path, durations: bool = False, timed: bool = True) -> dict:
+        """Lengths, log-mel distance and speed against fp32; with ``durations``, lengths at every
+        scale of LENGTH_SCALES first (a variant that changes one is not measured further).
+        ``timed=False`` for weight storage: the same kernels run (see exporter/weight_only.py)."""
         from exporter.quality import logmel_distance_db
 
         candidate = self._voice(variant)
+        size = {"size_mb": round(variant.stat().st_size / 1e6, 2),
+                "size_vs_fp32": round(variant.stat().st_size / self.size, 3), "threads": self.threads}
         extra = {}
         if durations:
             if self._durations is None:
                 self._durations = self.durations(self.fp32)
             changed = sum(a != b for a, b in zip(self._durations, self.durations(candidate)))
             extra = {"length_checks": len(self._durations), "lengths_changed": changed}
+            if changed:
+                return {"sentences": len(self.ids), "same_length": None, "logmel_db": None, "speed_vs_fp32": None,
+                        **size, **extra, "_audio": None}
         audio = [candidate.ids_to_audio(i, self.zero) for i in self.ids]  # also the warm-up
-        # Blocks of all sentences, the order swapped each repeat, as the device runs (threads spinning):
-        # turn-taking sentence by sentence let one session's spinning pool slow the other, and timed
-        # int8 faster than it runs (1.14x in-process, 0.97x in the benchmark's own processes).
+        same = [(r, a) for r, a in zip(self.reference, audio) if len(r) == len(a)]
+        mel = [logmel_distance_db(r, a, self.voice.sample_rate) for r, a in same]
+        return {"sentences": len(self.ids), "same_length": len(same),
+                "logmel_db": round(float(np.median(mel)), 3) if mel else None,
+                "speed_vs_fp32": self._speed(candidate) if timed else None, **size, **extra, "_audio": audio}
+
+    def _speed(self, candidate) -> float:
+        """fp32 time over the variant's: blocks of all sentences, the order swapped each repeat, as the
+        device runs them (threads spinning). Turn-taking sentence by sentence let one session's spinning
+        pool slow the other, and timed int8 faster than it runs (1.14x in-process, 0.97x in the
+        benchmark's own processes)."""
         times = {"fp32": 0.0, "variant": 0.0}
         for repeat in range(self.repeats):
             order = (("fp32", self.fp32), ("variant", candidate))
@@ -353,14 +387,7 @@ class Comparison:
                 for ids in self.ids:
                     v.ids_to_audio(ids, self.zero)
                 times[name] += time.perf_counter() - start
-        same = [(r, a) for r, a in zip(self.reference, audio) if len(r) == len(a)]
-        mel = [logmel_distance_db(r, a, self.voice.sample_rate) for r, a in same]
-        return {"sentences": len(self.ids), "same_length": len(same),
-                "logmel_db": round(float(np.median(mel)), 3) if mel else None,
-                "speed_vs_fp32": round(times["fp32"] / times["variant"], 3),
-                "size_mb": round(variant.stat().st_size / 1e6, 2),
-                "size_vs_fp32": round(variant.stat().st_size / self.size, 3),
-                "threads": self.threads, **extra, "_audio": audio}
+        return round(times["fp32"] / times["variant"], 3)
 
 
 # -- the command ----------------------------------------------------------------------------------

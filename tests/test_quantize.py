@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("tiny_vits")
 
 from exporter.__main__ import main  # noqa: E402
-from exporter.quantize import DURATION_UNITS, node_units, preset, quantize_voice  # noqa: E402
+from exporter.quantize import node_units, preset, quantize_voice  # noqa: E402
 from runtime import contract  # noqa: E402
 from runtime.voice import SynthesisConfig, Voice  # noqa: E402
 
@@ -66,8 +66,13 @@ def test_static_is_qdq_on_flow_and_decoder_only(quantized):
     counts = ops(quantized / "model.static.onnx")
     assert counts["QuantizeLinear"] > 0 and counts["DequantizeLinear"] > counts["QuantizeLinear"]
     fp32 = ops(quantized / "model.onnx", "/flow")["Conv"] + ops(quantized / "model.onnx", "/waveform")["Conv"]
+    upsamplers = ops(quantized / "model.onnx")["ConvTranspose"]
     convs = qdq_convs(quantized / "model.static.onnx")
-    assert len(convs) == fp32 and all(name.startswith(("/flow", "/waveform")) for name in convs)
+    # every Conv but conv_post, and every upsampler in its polyphase form, computes in int8; no
+    # ConvTranspose is left; conv_post (one output channel: int8 is slower there) stays fp32
+    assert upsamplers == 2 and counts["ConvTranspose"] == 0
+    assert len(convs) == fp32 - 1 + upsamplers and all(name.startswith(("/flow", "/waveform")) for name in convs)
+    assert "/waveform_decoder/conv_post/Conv" not in convs
     # the residual stream is int8 too (qdq+): its Adds are fed by DequantizeLinear
     model = onnx.load(str(quantized / "model.static.onnx"))
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -116,7 +121,7 @@ def test_quantize_cli(exported, tmp_path, capsys):
 
 # -- auto ---------------------------------------------------------------------------------------------
 def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
-    from exporter.auto import Budget, search
+    from exporter.auto import Budget, options_for, search
 
     folder = tmp_path / "voice"
     shutil.copytree(exported("char"), folder)
@@ -127,8 +132,15 @@ def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
     record = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())["variants"][dst.name]
     search_rows = record["search"]
     units = set(node_units(onnx.load(str(folder / "model.onnx"))).values())
-    # every unit was measured on its own, with every treatment it can take
-    assert {r["plan"].split("=")[0] for r in search_rows if r["step"] == "alone"} == units
+    # every unit was measured on its own, climbing its ladder of treatments while they stay inside the budget
+    assert {r["plan"].split("=")[0] for r in search_rows if r["step"] == "alone"} == {u for u in units if options_for(u)}
+    for unit in units:
+        for option, below in options_for(unit):
+            row = next(r for r in search_rows if r["plan"] == f"{unit}={option}" and r["step"] in ("alone", "skipped"))
+            failed_below = below is not None and any(
+                r["plan"] == f"{unit}={below}" and r["step"] in ("alone", "skipped") and not r["within_budget"]
+                and "no faster" not in r["verdict"] for r in search_rows)
+            assert (row["step"] == "skipped") == failed_below
     for row in search_rows:
         if row["within_budget"]:
             assert row["same_length"] == row["sentences"] and row["logmel_db"] <= 0.5
@@ -161,21 +173,119 @@ def test_listening_verdict_holds_mos_and_wer_to_fp32():
 
 
 def test_weight_only_storage_keeps_fp32_compute(exported, tmp_path):
-    """int8 / fp16 weight storage: smaller file, DequantizeLinear/Cast feeding the same fp32 ops."""
+    """int8 / fp16 weight storage: a smaller file, and at load onnxruntime folds the Cast (+ Mul by the
+    scales) back into fp32 initializers, so the same fp32 kernels run as in model.onnx."""
     import onnxruntime as ort
 
-    from exporter.weight_only import store_weights_fp16, store_weights_int8
     from exporter.verify import onnx_feeds, snr_db
+    from exporter.weight_only import store_weights_fp16, store_weights_int8
 
     src = exported("char") / "model.onnx"
     feeds = onnx_feeds([[5, 12, 7, 30, 22, 9, 14, 3]], [0.0, 1.0, 0.0])
     ref = ort.InferenceSession(str(src)).run(None, feeds)[0]
-    for store, op, min_snr in ((store_weights_int8, "DequantizeLinear", 20.0), (store_weights_fp16, "Cast", 50.0)):
+    for store, kind, min_snr in ((store_weights_int8, "int8", 20.0), (store_weights_fp16, "fp16", 50.0)):
         model = onnx.load(str(src))
         rewritten = store(model, lambda node: node.name.startswith("/waveform_decoder"))
-        path = tmp_path / f"{op}.onnx"
+        path = tmp_path / f"{kind}.onnx"
         onnx.save(model, str(path))
-        assert rewritten > 0 and ops(path, "/waveform_decoder")[op] == rewritten
+        assert rewritten > 0 and ops(path, "/waveform_decoder")["Cast"] == rewritten
+        assert ops(path, "/waveform_decoder")["Mul"] == (rewritten if kind == "int8" else 0)
         assert path.stat().st_size < src.stat().st_size
-        out = ort.InferenceSession(str(path)).run(None, feeds)[0]
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{kind}.optimized.onnx")
+        out = ort.InferenceSession(str(path), options).run(None, feeds)[0]
         assert out.shape == ref.shape and snr_db(ref.reshape(-1), out.reshape(-1)) > min_snr
+        optimized = onnx.load(options.optimized_model_filepath)
+        assert not [n for n in optimized.graph.node if "/weight_" in n.name]  # folded at load
+        assert {t.data_type for t in optimized.graph.initializer if "waveform" in t.name} == {onnx.TensorProto.FLOAT}
+
+
+# -- polyphase upsamplers -------------------------------------------------------------------------------
+def _conv_transpose_1d(x, w, b, stride, pad):
+    """Reference ConvTranspose1d in numpy: x [C_in, T], w [C_in, C_out, K] -> [C_out, (T-1)*stride - 2*pad + K]."""
+    c_in, c_out, k = w.shape
+    full = np.zeros((c_out, (x.shape[1] - 1) * stride + k))
+    for t in range(x.shape[1]):
+        full[:, t * stride:t * stride + k] += np.einsum("i,iok->ok", x[:, t], w)
+    return full[:, pad:full.shape[1] - pad] + b[:, None]
+
+
+@pytest.mark.parametrize("stride, kernel, pad", [(8, 16, 4), (4, 8, 2), (2, 4, 1), (5, 11, 3), (3, 3, 0), (3, 7, 2)])
+def test_polyphase_weights_reproduce_conv_transpose(stride, kernel, pad):
+    """Every geometry the rewrite accepts (output length T * stride: kernel - 2 * pad == stride)."""
+    import torch
+
+    from exporter.polyphase import polyphase_weights
+
+    rng = np.random.default_rng(stride)
+    x, w, b = rng.normal(size=(6, 11)), rng.normal(size=(6, 4, kernel)), rng.normal(size=4)
+    ref = _conv_transpose_1d(x, w, b, stride, pad)
+    weights, left, right = polyphase_weights(w, stride, pad)
+    phases = torch.nn.functional.conv1d(torch.tensor(np.pad(x, ((0, 0), (left, right))))[None],
+                                        torch.tensor(weights), torch.tensor(np.repeat(b, stride)))[0].numpy()
+    out = phases.reshape(4, stride, -1).transpose(0, 2, 1).reshape(4, -1)
+    assert out.shape == ref.shape == (4, 11 * stride)
+    np.testing.assert_allclose(out, ref, atol=1e-9)
+
+
+def test_polyphase_graph_matches_conv_transpose(exported, tmp_path):
+    import onnxruntime as ort
+
+    from exporter import polyphase
+    from exporter.verify import onnx_feeds, snr_db
+
+    src = exported("char") / "model.onnx"
+    model = onnx.load(str(src))
+    assert polyphase.rewrite(model, lambda node: True) == 2
+    onnx.save(model, str(tmp_path / "poly.onnx"))
+    assert ops(tmp_path / "poly.onnx")["ConvTranspose"] == 0
+    names = {t.name for t in model.graph.initializer}
+    assert not [n for n in names if n.endswith("ups.0.weight")]  # the old weights are gone, not left unused
+    feeds = onnx_feeds([[5, 12, 7, 30, 22, 9, 14, 3]], [0.0, 1.0, 0.0])
+    a = ort.InferenceSession(str(src)).run(None, feeds)
+    b = ort.InferenceSession(str(tmp_path / "poly.onnx")).run(None, feeds)
+    assert a[0].shape == b[0].shape and (a[1] == b[1]).all()
+    assert snr_db(a[0].reshape(-1), b[0].reshape(-1)) > 100
+
+
+def _sandwiched(path) -> list[str]:
+    """Float weighted ops between a DequantizeLinear and a single QuantizeLinear: onnxruntime's
+    WeightBiasQuantization would quantize their weights per tensor, silently, and dequantize them on
+    every call."""
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {t.name for t in model.graph.initializer}
+    found = []
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "ConvTranspose", "Gemm") and n.input[1] in inits:
+            src = producers.get(n.input[0])
+            after = consumers.get(n.output[0], [])
+            if src is not None and src.op_type == "DequantizeLinear" and [c.op_type for c in after] == ["QuantizeLinear"]:
+                found.append(n.name)
+    return found
+
+
+def test_no_float_weights_between_int8_stages(quantized):
+    for name in ("static", "dynamic"):
+        assert _sandwiched(quantized / f"model.{name}.onnx") == []
+
+
+@pytest.mark.parametrize("plan", [
+    (("decoder.0", "qdq+"), ("decoder.1", "int8w")),
+    (("decoder.0", "qdq+"), ("decoder.1", "qdq")),
+    (("flow", "qdq+"), ("decoder.1", "qdq+"), ("decoder.post", "int8w")),
+])
+def test_mixed_plans_leave_no_float_weights_between_int8_stages(exported, tmp_path, plan):
+    from exporter.quantize import QuantConfig, build
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    build(folder, QuantConfig("test", plan), folder / "model.test.onnx")
+    assert _sandwiched(folder / "model.test.onnx") == []
+    polyphased = [n for n in onnx.load(str(folder / "model.test.onnx")).graph.node if n.name.endswith("/polyphase")]
+    assert {n.name.split("/")[2] for n in polyphased} == {u.replace("decoder.", "ups.") for u, o in plan
+                                                          if u.startswith("decoder.") and o.startswith("qdq")} - {"post"}
