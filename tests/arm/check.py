@@ -233,6 +233,18 @@ def build_phoneme_voice(folder: Path) -> None:
 FIXED_PRESETS = ("dynamic", "static")  # recipes that do not depend on timings taken on this machine
 
 
+def same_recipe(preset: str, target: str) -> bool:
+    """Whether ``--target TARGET`` makes the same file as this machine's default target: the same
+    config but for the target it records. (On onnxruntime's ARM64 kernels unsigned activations are
+    shifted to signed inside the int8 convolution, and both have dot-product kernels: the x86 recipe,
+    unsigned activations and signed weights, is also the ARM one.)"""
+    import dataclasses
+
+    from exporter.quantize import machine_target, preset as recipe
+
+    return dataclasses.replace(recipe(preset, target), target=machine_target()) == recipe(preset, machine_target())
+
+
 def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str], None], logs: Path) -> Path:
     """``voice/model.PRESET.onnx`` by the documented command (``python -m exporter quantize``), cached."""
     from exporter.quantize import PRESETS  # noqa: F401  (fails early, with the exporter's message, if absent)
@@ -305,6 +317,10 @@ def prepare_models(voices: Path, *, real_voice: Path | None = None, presets: tup
                 # auto's search times this x86 machine whatever --target says: searching again would
                 # check the same treatments (already covered by the fixed presets) for minutes more
                 log(f"arm: {label}: not searched again (speeds here are x86's; its treatments are covered above)")
+                continue
+            if target is not None and same_recipe(preset, target):
+                # the file would be byte for byte the default target's (only the sidecar's record differs)
+                log(f"arm: {label}: the same recipe as for x86 (only the recorded target differs): checked above")
                 continue
             try:
                 cases.append(Case(label, add_variant(folder, preset, target, log, voices.parent / "logs"),
