@@ -4,17 +4,21 @@ A variant is a *plan*: for each unit of the voice (the text encoder's embedding/
 feed-forward layers, the duration predictor, the flow, each upsampling stage of the decoder) one
 treatment, every unit not named staying fp32:
 
-* ``fp16w`` / ``int8w``: weights stored in fp16 / int8 (per output channel), computed in fp32;
+* ``fp16w`` / ``int8w``: weights stored in fp16 / int8 (per output channel), computed in fp32
+  (folded back to fp32 at load: no cost at run time, see weight_only.py);
 * ``dynamic``: onnxruntime's dynamic ConvInteger (activations quantized at run time);
 * ``qdq``: static QDQ on the convolutions (and MatMuls), calibrated on built-in sentences;
 * ``qdq+``: ``qdq`` plus the Add / LeakyRelu / Mul between them, so activations stay int8.
+
+The upsamplers of a decoder stage computed in int8 become polyphase Convs (polyphase.py).
 
 What the measurements on the real voice decided (each variant records its own in the sidecar):
 
 * The text encoder and the duration predictor decide every duration; any change to their
   arithmetic moves some ``ceil`` across a frame boundary. Their int8 compute, and even int8
   weight storage, changed the length of 18 of 25 dev sentences; fp16 storage of any of their
-  parts still moves one length in 50 (10 sentences at 5 length scales). They stay fp32.
+  parts still moves one length in 50 (10 sentences at 5 length scales), and int16 storage moves
+  one of the 25 dev sentences (a phoneme lasts 2.00036 frames before rounding up). They stay fp32.
 * onnxruntime's dynamic ConvInteger on x86 is 3x slower than fp32 with signed (per-channel)
   weights and slightly faster with unsigned per-tensor weights.
 * The flow and the HiFi-GAN decoder only shape the sound, and they hold 61% of the weights and
@@ -23,7 +27,8 @@ What the measurements on the real voice decided (each variant records its own in
 * In the decoder, int8 weights alone cost 0.2 dB log-mel; activations are the problem. Clipping
   the decoder's activations at the 99.9th percentile halves the damage of MinMax or 99.999;
   quantizing the residual stream (Add) costs most but is what makes int8 fast (no Q/DQ glue).
-  int8 noise at the highest sample rate is heard (DNSMOS) long before log-mel shows it.
+  int8 noise at the highest sample rate is heard (DNSMOS) long before log-mel shows it: one
+  resblock of the last stage in int8 already costs 0.06-0.09 DNSMOS OVRL.
 """
 
 from __future__ import annotations
