@@ -18,6 +18,8 @@ is int8:
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -51,10 +53,7 @@ def rewrite(model: onnx.ModelProto, node_filter) -> int:
     Returns how many were rewritten."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = Counter(name for node in graph.node for name in node.input)
     new_nodes, done = [], 0
     for node in graph.node:
         if (node.op_type != "ConvTranspose" or not node_filter(node) or not _rewritable(node, inits)

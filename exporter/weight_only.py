@@ -10,6 +10,8 @@ text encoder's time, and made the weight non-constant for the kernel's pre-packi
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -41,10 +43,7 @@ def store_weights_int8(model: onnx.ModelProto, node_filter) -> int:
 def _rewrite(model: onnx.ModelProto, node_filter, kind: str) -> int:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = Counter(name for node in graph.node for name in node.input)
     new_nodes, done = [], 0
     for node in graph.node:
         spec = _WEIGHT_AXIS.get(node.op_type)
