@@ -213,3 +213,6 @@ def test_default_sentences_ship_inside_the_repo():
 
     assert SENTENCES.parent == REPO / "benchmarks"
     assert len(read_sentences(SENTENCES)) >= 20
+    shared = REPO.parent / "shared" / "eval" / "dev_sentences.txt"  # the project's dev set, where it is at hand
+    if shared.is_file():
+        assert read_sentences(SENTENCES) == read_sentences(shared)

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DEV_SENTENCES, dev_sentences
 from frontend_cases import EDGE_CASES, generated_strings
 
 from runtime.text import EspeakNotFound, FrontendError, UnsupportedTokenizer, piper_tokenizer, tokenizer_from_spec
 
 REPO = Path(__file__).resolve().parents[1]
-DEV_SENTENCES = Path(__file__).resolve().parents[2] / "shared" / "eval" / "dev_sentences.txt"
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAS_ESPEAK, reason="espeak-ng not installed (apt install espeak-ng)")
 
@@ -43,10 +43,6 @@ PHONEME_SPEC = {**CHAR_SPEC, "type": "phonemes", "characters_class": "TTS.tts.ut
                 "vocab": ["<PAD>", *"!'(),-.:;? ", *IPA, "<BLNK>"],
                 "blank": {"symbol": "<BLNK>", "id": len(IPA) + 12},
                 "cleaner": "phoneme_cleaners", "phonemizer": {"name": "espeak", "language": "en-us"}}
-
-
-def dev_sentences() -> list[str]:
-    return [line.strip() for line in DEV_SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def piper_voice_paths() -> tuple[Path, Path]:
