@@ -53,6 +53,20 @@ def exported(voices, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def quantized(exported, tmp_path_factory):
+    """The tiny character voice with its dynamic and static int8 variants beside model.onnx."""
+    import shutil
+
+    from exporter.quantize import quantize_voice
+
+    folder = tmp_path_factory.mktemp("quant") / "voice"
+    shutil.copytree(exported("char"), folder)
+    for name in ("dynamic", "static"):
+        quantize_voice(folder, name)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def real_voice_quantized(tmp_path_factory):
     """The built-in real voice as ``make demo`` exports it, plus the default int8 preset made the way the
     README says (``python -m exporter quantize DIR``): several minutes, so made once per session."""

@@ -116,6 +116,53 @@ def test_bad_arguments_fail_with_a_message(tmp_path):
     assert "not an exported voice folder" in proc.stderr
 
 
+def test_profile_puts_every_kernel_in_a_unit_of_the_voice(quantized, tmp_path, capsys):
+    """The per-unit profile of fp32 and both int8 presets: every unit shows up, the shares add up, and what
+    onnxruntime fused (QDQ convolutions become QLinearConv) is counted in the unit it came from."""
+    import onnx
+    import onnxruntime as ort
+
+    from benchmarks import profile
+    from exporter.quantize import node_units
+
+    out = tmp_path / "profile.json"
+    assert profile.main(["--voice", str(quantized), "--sentences", "3", "--rounds", "2", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    measured = json.loads(out.read_text())
+    assert [m["model"] for m in measured] == ["model.onnx", "model.dynamic.onnx", "model.static.onnx"]
+    units = set(node_units(onnx.load(str(quantized / "model.onnx"))).values())
+    for m in measured:
+        assert m["rounds"] == 2 and m["sentences"] == 3 and m["kernel_ms"] > 0
+        assert set(m["units"]) >= units, m["units"]
+        assert set(m["units"]) <= units | {profile.GLUE, profile.INSERTED}
+        assert sum(m["units"].values()) == pytest.approx(m["kernel_ms"], abs=0.2)
+        assert m["run_ms"] >= m["kernel_ms"] * 0.5
+    header = next(line for line in text.splitlines() if line.startswith("| unit |"))
+    assert header.split(" | ")[1:4] == ["model.onnx", "model.dynamic.onnx", "model.static.onnx"]
+    assert measured[0]["units"].get(profile.INSERTED, 0) < 0.05 * measured[0]["kernel_ms"]
+    assert "QLinearConv" in measured[2]["ops"] and "ConvInteger" in measured[1]["ops"]
+    # The names in onnxruntime's optimized graph are the ones the profiler reports.
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "static.optimized.onnx")
+    ort.InferenceSession(str(quantized / "model.static.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    source = onnx.load(str(quantized / "model.static.onnx"))
+    units = profile._module_units(node_units(source))
+    names = {n.name for n in source.graph.node}
+    fused = [n.name for n in optimized.graph.node if n.op_type == "QLinearConv"]
+    assert fused
+    assert {profile.unit_of(name, units, names).split(".")[0] for name in fused} == {"flow", "decoder"}
+
+
+def test_profile_refuses_a_folder_without_a_model(tmp_path, capsys):
+    from benchmarks import profile
+
+    with pytest.raises(SystemExit) as exit_:
+        profile.main(["--voice", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "no model.onnx; export a voice first" in capsys.readouterr().err
+
+
 # -- the real voice -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def quick_report(real_voice_quantized, tmp_path_factory):

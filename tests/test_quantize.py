@@ -14,18 +14,9 @@ pytest.importorskip("torch")
 pytest.importorskip("tiny_vits")
 
 from exporter.__main__ import main  # noqa: E402
-from exporter.quantize import node_units, preset, quantize_voice  # noqa: E402
+from exporter.quantize import node_units, preset  # noqa: E402
 from runtime import contract  # noqa: E402
 from runtime.voice import SynthesisConfig, Voice  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def quantized(exported, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("quant") / "voice"
-    shutil.copytree(exported("char"), folder)
-    for name in ("dynamic", "static"):
-        quantize_voice(folder, name)
-    return folder
 
 
 def ops(path, prefix=""):

@@ -1,0 +1,200 @@
+"""Where a voice's time goes: onnxruntime's own profiler, per unit of the voice and per operator.
+
+    python -m benchmarks.profile --voice build/demo/voice [--models model.onnx model.auto.onnx]
+                                 [--threads 2] [--sentences 25] [--rounds 3] [--top 10] [--json FILE]
+
+Each model speaks the sentences at zero noise once to warm up, then ``--rounds`` more times under the
+profiler, the models taking turns a pass each; the kernel times are summed per unit (the
+quantizer's: text encoder, its feed-forward layers, duration predictor, flow, each decoder stage,
+``conv_post``; the rest of the graph is ``glue``), per operator and per node, and the median of the
+rounds is reported. With several models, each unit's time is also given as a speed-up over the
+first model's. The profiler adds a little time to every node: use ``benchmarks.run`` for speed, this
+for where it goes.
+
+onnxruntime renames what it rewrites: a fused node keeps the name of the node it started from (QDQ
+fusions add ``_token_N``), so it is counted in that node's unit; nodes it inserts itself (the
+layout Transposes around int8 convolutions) have no module and are counted as ``onnxruntime``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from itertools import pairwise
+from pathlib import Path
+
+from runtime.voice import SynthesisConfig, Voice
+
+SENTENCES = Path(__file__).resolve().parent / "sentences.txt"
+GLUE, INSERTED = "glue", "onnxruntime"
+
+
+def unit_of(name: str, units: dict[str, str], graph_names: set[str]) -> str:
+    """The unit of a node in onnxruntime's optimized graph, from the names in the model file."""
+    for candidate in (name, re.sub(r"(_token_\d+)+$", "", name)):
+        if candidate in units:
+            return units[candidate]
+        if candidate in graph_names:
+            return GLUE
+    # Nodes onnxruntime derived from ours carry our node's name, or its module path, as a prefix.
+    path = name
+    while "/" in path.rstrip("/"):
+        path = path.rstrip("/").rsplit("/", 1)[0]
+        unit = units.get(path + "/")
+        if unit:
+            return unit
+    return GLUE if name.startswith("/") else INSERTED
+
+
+def _module_units(units: dict[str, str]) -> dict[str, str]:
+    """``units`` plus each node's module path (``/flow/flows.0/``) where all its nodes share one unit."""
+    by_path: dict[str, set[str]] = defaultdict(set)
+    for name, unit in units.items():
+        by_path[name.rsplit("/", 1)[0] + "/"].add(unit)
+    return {**{path: next(iter(u)) for path, u in by_path.items() if len(u) == 1}, **units}
+
+
+class _Profiled:
+    """One model in a session with onnxruntime's profiler on, and the names needed to read its events."""
+
+    def __init__(self, model: Path, threads: int, folder: Path):
+        import onnx
+        import onnxruntime as ort
+
+        from exporter.quantize import node_units
+
+        graph = onnx.load(str(model), load_external_data=False)
+        self.model = model
+        self.own_units = node_units(graph)
+        self.units = _module_units(self.own_units)
+        self.graph_names = {node.name for node in graph.graph.node}
+        options = ort.SessionOptions()
+        options.enable_mem_pattern = False  # as the runtime runs it
+        options.enable_profiling = True
+        options.profile_file_prefix = str(folder / model.stem)
+        self.voice = Voice.load(model, threads=threads, session_options=options)
+
+    def speak(self, ids: list[list[int]]) -> None:
+        zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
+        for sentence in ids:
+            self.voice.ids_to_audio(sentence, zero)
+
+    def rounds(self, per_round: int) -> list[tuple[dict, dict, dict, float]]:
+        """(per unit, per op, per node, run ms) for each round after the warm-up."""
+        events = json.loads(Path(self.voice.session.end_profiling()).read_text(encoding="utf-8"))
+        runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+        bounds = [runs[i]["ts"] for i in range(per_round, len(runs), per_round)] + [float("inf")]
+        out = []
+        for start, end in pairwise(bounds):
+            per_unit, per_op, per_node = defaultdict(float), defaultdict(float), defaultdict(float)
+            for e in events:
+                if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or not start <= e["ts"] < end:
+                    continue
+                name, op, ms = e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"), e["dur"] / 1e3
+                per_unit[unit_of(name, self.units, self.graph_names)] += ms
+                per_op[op] += ms
+                per_node[f"{op} {name}"] += ms
+            run_ms = sum(e["dur"] for e in runs if start <= e["ts"] < end) / 1e3
+            out.append((per_unit, per_op, per_node, run_ms))
+        return out
+
+
+def profile(models: list[Path], sentences: list[str], threads: int, rounds: int) -> list[dict]:
+    """Per model: median kernel milliseconds per unit, operator and node over ``rounds`` passes of the
+    sentences. The models take turns, a whole pass each, so that a machine that slows down or speeds up
+    during the run affects them alike."""
+    with tempfile.TemporaryDirectory() as tmp:
+        profiled = [_Profiled(model, threads, Path(tmp)) for model in models]
+        ids = [profiled[0].voice.text_to_ids(text) for text in sentences]
+        for _ in range(1 + rounds):  # the first pass warms up
+            for p in profiled:
+                p.speak(ids)
+        results = []
+        for p in profiled:
+            measured = p.rounds(len(ids))
+            order = list(dict.fromkeys([*p.own_units.values(), GLUE, INSERTED]))
+            units = _median([m[0] for m in measured])
+            results.append({
+                "model": p.model.name,
+                "sentences": len(ids),
+                "threads": threads,
+                "rounds": rounds,
+                "run_ms": round(statistics.median(m[3] for m in measured), 1),
+                "kernel_ms": round(sum(units.values()), 1),
+                "units": {u: round(units[u], 2) for u in order if u in units},
+                "ops": _descending(_median([m[1] for m in measured])),
+                "nodes": _descending(_median([m[2] for m in measured])),
+            })
+    return results
+
+
+def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
+    keys = dict.fromkeys(k for r in rounds for k in r)
+    return {k: statistics.median(r.get(k, 0.0) for r in rounds) for k in keys}
+
+
+def _descending(times: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in sorted(times.items(), key=lambda kv: -kv[1])}
+
+
+def report(results: list[dict], top: int) -> str:
+    first = results[0]
+    lines = [(f"{first['sentences']} sentences at zero noise, {first['threads']} threads, median of "
+              f"{first['rounds']} rounds: kernel time under onnxruntime's profiler (ms, share of the model's total)"),
+             ""]
+    head = ["unit"] + [r["model"] for r in results] + [f"x {r['model']}" for r in results[1:]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = list(dict.fromkeys(u for r in results for u in r["units"]))
+    for unit in names + ["total"]:
+        row = [unit]
+        for r in results:
+            ms = r["kernel_ms"] if unit == "total" else r["units"].get(unit, 0.0)
+            row.append(f"{ms:.1f} ({ms / r['kernel_ms']:.0%})")
+        base = first["kernel_ms"] if unit == "total" else first["units"].get(unit, 0.0)
+        for r in results[1:]:
+            ms = r["kernel_ms"] if unit == "total" else r["units"].get(unit, 0.0)
+            row.append(f"{base / ms:.2f}" if ms and base else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    for r in results:
+        lines += ["", f"{r['model']}: top operators, then top nodes"]
+        lines += [f"  {op:24s} {ms:9.1f} ms {ms / r['kernel_ms']:6.1%}" for op, ms in list(r["ops"].items())[:top]]
+        lines += [f"  {ms:9.1f} ms  {node}" for node, ms in list(r["nodes"].items())[:top]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--voice", type=Path, required=True, help="the voice folder (model.onnx + model.onnx.json)")
+    parser.add_argument("--models", nargs="+", help="model files in the folder (default: model.onnx and every "
+                        "model.*.onnx); the first is the reference for speed-ups")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=25, help="how many of benchmarks/sentences.txt")
+    parser.add_argument("--rounds", type=int, default=3, help="profiled passes per model (medians are reported)")
+    parser.add_argument("--top", type=int, default=10, help="operators and nodes listed per model")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    args = parser.parse_args(argv)
+    if not (args.voice / "model.onnx").is_file():
+        parser.error(f"{args.voice}: no model.onnx; export a voice first (python -m exporter export ... --out DIR)")
+    if min(args.sentences, args.threads, args.rounds) < 1:
+        parser.error("--sentences, --threads and --rounds must be at least 1")
+    names = args.models or ["model.onnx"] + sorted(p.name for p in args.voice.glob("model.*.onnx"))
+    missing = [n for n in names if not (args.voice / n).is_file()]
+    if missing:
+        parser.error(f"not in {args.voice}: {', '.join(missing)}")
+    texts = [line.strip() for line in SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = texts[: args.sentences]
+    print(f"profiling {', '.join(names)}: {args.rounds} rounds after a warm-up ...", file=sys.stderr, flush=True)
+    results = profile([args.voice / name for name in names], texts, args.threads, args.rounds)
+    print(report(results, args.top))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
