@@ -12,8 +12,9 @@ first model's. The profiler adds a little time to every node: use ``benchmarks.r
 for where it goes.
 
 onnxruntime renames what it rewrites: a fused node keeps the name of the node it started from (QDQ
-fusions add ``_token_N``), so it is counted in that node's unit; nodes it inserts itself (the
-layout Transposes around int8 convolutions) have no module and are counted as ``onnxruntime``.
+fusions add ``_token_N``), so it is counted in that node's unit; nodes with a name of its own (a
+fused Gelu, the layout Transposes it puts around int8 convolutions) count in the unit of the tensors
+they read or write, or of their neighbours (``UnitNames``).
 """
 
 from __future__ import annotations
@@ -34,50 +35,89 @@ SENTENCES = Path(__file__).resolve().parent / "sentences.txt"
 GLUE, INSERTED = "glue", "onnxruntime"
 
 
-def unit_of(name: str, units: dict[str, str], graph_names: set[str]) -> str:
-    """The unit of a node in onnxruntime's optimized graph, from the names in the model file."""
-    for candidate in (name, re.sub(r"(_token_\d+)+$", "", name)):
-        if candidate in units:
-            return units[candidate]
-        if candidate in graph_names:
-            return GLUE
-    # Nodes onnxruntime derived from ours carry our node's name, or its module path, as a prefix.
-    path = name
-    while "/" in path.rstrip("/"):
-        path = path.rstrip("/").rsplit("/", 1)[0]
-        unit = units.get(path + "/")
-        if unit:
-            return unit
-    return GLUE if name.startswith("/") else INSERTED
+class UnitNames:
+    """Which unit of the voice a node of onnxruntime's optimized graph belongs to, from the model file.
 
+    A node keeps its own name, or one onnxruntime derived from it (fusions add ``_token_N`` or a
+    suffix after the original name, and keep the module path). Failing that, the tensors it writes
+    or reads name it (``/flow/flows.0/Exp_output_0_scale``), and failing that (a chain of Transpose,
+    QuantizeLinear and DequantizeLinear that onnxruntime inserted between two int8 nodes) it counts
+    with its neighbours in the graph."""
 
-def _module_units(units: dict[str, str]) -> dict[str, str]:
-    """``units`` plus each node's module path (``/flow/flows.0/``) where all its nodes share one unit."""
-    by_path: dict[str, set[str]] = defaultdict(set)
-    for name, unit in units.items():
-        by_path[name.rsplit("/", 1)[0] + "/"].add(unit)
-    return {**{path: next(iter(u)) for path, u in by_path.items() if len(u) == 1}, **units}
+    def __init__(self, source):
+        from exporter.quantize import node_units
+
+        self.units = node_units(source)
+        by_path: dict[str, set[str]] = defaultdict(set)
+        for name, unit in self.units.items():
+            by_path[name.rsplit("/", 1)[0] + "/"].add(unit)
+        self.paths = {path: next(iter(u)) for path, u in by_path.items() if len(u) == 1}
+        self.nodes = {node.name for node in source.graph.node}
+        self.tensors = {out: self.units.get(node.name, GLUE) for node in source.graph.node for out in node.output}
+
+    def by_name(self, name: str) -> str | None:
+        """The unit a node or tensor name points to, or None. Names of the top-level graph are glue."""
+        name = re.sub(r"(_token_\d+)+$", "", name)
+        top = name.startswith("/") and name.count("/") == 1
+        while name:
+            if name in self.nodes:
+                return self.units.get(name, GLUE)
+            if name in self.tensors:
+                return self.tensors[name]
+            if name.endswith("/") and name in self.paths:
+                return self.paths[name]
+            name = name[:-1] if name.endswith("/") else name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+        return GLUE if top else None
+
+    def graph(self, optimized) -> dict[str, str]:
+        """Node name -> unit for every node of ``optimized``."""
+        found = {}
+        for node in optimized.graph.node:
+            unit = next(filter(None, map(self.by_name, (node.name, *node.output, *node.input))), None)
+            if unit is not None:
+                found[node.name] = unit
+        producers = {out: node for node in optimized.graph.node for out in node.output}
+        consumers: dict[str, list] = defaultdict(list)
+        for node in optimized.graph.node:
+            for name in node.input:
+                consumers[name].append(node)
+        changed = True
+        while changed:
+            changed = False
+            for node in optimized.graph.node:
+                if node.name in found:
+                    continue
+                near = [producers[t] for t in node.input if t in producers]
+                near += [c for t in node.output for c in consumers[t]]
+                unit = next((found[n.name] for n in near if n.name in found), None)
+                if unit is not None:
+                    found[node.name], changed = unit, True
+        return {node.name: found.get(node.name, INSERTED) for node in optimized.graph.node}
 
 
 class _Profiled:
-    """One model in a session with onnxruntime's profiler on, and the names needed to read its events."""
+    """One model in a session with onnxruntime's profiler on, and the unit of each node it will report."""
 
     def __init__(self, model: Path, threads: int, folder: Path):
         import onnx
         import onnxruntime as ort
 
-        from exporter.quantize import node_units
-
-        graph = onnx.load(str(model), load_external_data=False)
+        source = onnx.load(str(model), load_external_data=False)
         self.model = model
-        self.own_units = node_units(graph)
-        self.units = _module_units(self.own_units)
-        self.graph_names = {node.name for node in graph.graph.node}
         options = ort.SessionOptions()
         options.enable_mem_pattern = False  # as the runtime runs it
         options.enable_profiling = True
         options.profile_file_prefix = str(folder / model.stem)
+        options.optimized_model_filepath = str(folder / f"{model.stem}.optimized.onnx")  # the names it reports
+        options.log_severity_level = 3  # not the warning that the saved graph is for this CPU only
         self.voice = Voice.load(model, threads=threads, session_options=options)
+        self.names = UnitNames(source)
+        self.order = list(dict.fromkeys([*self.names.units.values(), GLUE, INSERTED]))
+        self.units = self.names.graph(onnx.load(options.optimized_model_filepath))
+
+    def unit(self, name: str) -> str:
+        # A few nodes run under a name the saved graph does not have (a Squeeze it re-created).
+        return self.units.get(name) or self.names.by_name(name) or INSERTED
 
     def speak(self, ids: list[list[int]]) -> None:
         zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
@@ -96,7 +136,7 @@ class _Profiled:
                 if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or not start <= e["ts"] < end:
                     continue
                 name, op, ms = e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"), e["dur"] / 1e3
-                per_unit[unit_of(name, self.units, self.graph_names)] += ms
+                per_unit[self.unit(name)] += ms
                 per_op[op] += ms
                 per_node[f"{op} {name}"] += ms
             run_ms = sum(e["dur"] for e in runs if start <= e["ts"] < end) / 1e3
@@ -117,7 +157,6 @@ def profile(models: list[Path], sentences: list[str], threads: int, rounds: int)
         results = []
         for p in profiled:
             measured = p.rounds(len(ids))
-            order = list(dict.fromkeys([*p.own_units.values(), GLUE, INSERTED]))
             units = _median([m[0] for m in measured])
             results.append({
                 "model": p.model.name,
@@ -126,7 +165,7 @@ def profile(models: list[Path], sentences: list[str], threads: int, rounds: int)
                 "rounds": rounds,
                 "run_ms": round(statistics.median(m[3] for m in measured), 1),
                 "kernel_ms": round(sum(units.values()), 1),
-                "units": {u: round(units[u], 2) for u in order if u in units},
+                "units": {u: round(units[u], 2) for u in p.order if u in units},
                 "ops": _descending(_median([m[1] for m in measured])),
                 "nodes": _descending(_median([m[2] for m in measured])),
             })
