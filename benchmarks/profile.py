@@ -20,18 +20,20 @@ they read or write, or of their neighbours (``UnitNames``).
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import re
 import statistics
 import sys
 import tempfile
 from collections import defaultdict
-from itertools import pairwise
 from pathlib import Path
 
+from benchmarks.contenders import voice_models
+from benchmarks.run import SENTENCES, read_sentences
+from runtime import contract
 from runtime.voice import SynthesisConfig, Voice
 
-SENTENCES = Path(__file__).resolve().parent / "sentences.txt"
 GLUE, INSERTED = "glue", "onnxruntime"
 
 
@@ -128,20 +130,21 @@ class _Profiled:
         """(per unit, per op, per node, run ms) for each round after the warm-up."""
         events = json.loads(Path(self.voice.session.end_profiling()).read_text(encoding="utf-8"))
         runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
-        bounds = [runs[i]["ts"] for i in range(per_round, len(runs), per_round)] + [float("inf")]
-        out = []
-        for start, end in pairwise(bounds):
-            per_unit, per_op, per_node = defaultdict(float), defaultdict(float), defaultdict(float)
-            for e in events:
-                if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or not start <= e["ts"] < end:
-                    continue
+        starts = [runs[i]["ts"] for i in range(per_round, len(runs), per_round)]  # the warm-up counts nowhere
+        out = [(defaultdict(float), defaultdict(float), defaultdict(float), [0.0]) for _ in starts]
+        for e in events:
+            index = bisect.bisect_right(starts, e["ts"]) - 1
+            if index < 0:
+                continue
+            per_unit, per_op, per_node, run_ms = out[index]
+            if e.get("name") == "model_run":
+                run_ms[0] += e["dur"] / 1e3
+            elif e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
                 name, op, ms = e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"), e["dur"] / 1e3
                 per_unit[self.unit(name)] += ms
                 per_op[op] += ms
                 per_node[f"{op} {name}"] += ms
-            run_ms = sum(e["dur"] for e in runs if start <= e["ts"] < end) / 1e3
-            out.append((per_unit, per_op, per_node, run_ms))
-        return out
+        return [(per_unit, per_op, per_node, run_ms[0]) for per_unit, per_op, per_node, run_ms in out]
 
 
 def profile(models: list[Path], sentences: list[str], threads: int, rounds: int) -> list[dict]:
@@ -188,16 +191,11 @@ def report(results: list[dict], top: int) -> str:
              ""]
     head = ["unit"] + [r["model"] for r in results] + [f"x {r['model']}" for r in results[1:]]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    names = list(dict.fromkeys(u for r in results for u in r["units"]))
-    for unit in names + ["total"]:
-        row = [unit]
-        for r in results:
-            ms = r["kernel_ms"] if unit == "total" else r["units"].get(unit, 0.0)
-            row.append(f"{ms:.1f} ({ms / r['kernel_ms']:.0%})")
-        base = first["kernel_ms"] if unit == "total" else first["units"].get(unit, 0.0)
-        for r in results[1:]:
-            ms = r["kernel_ms"] if unit == "total" else r["units"].get(unit, 0.0)
-            row.append(f"{base / ms:.2f}" if ms and base else "-")
+    columns = [{**r["units"], "total": r["kernel_ms"]} for r in results]
+    for unit in dict.fromkeys([u for c in columns for u in c if u != "total"] + ["total"]):
+        ms = [c.get(unit, 0.0) for c in columns]
+        row = [unit] + [f"{t:.1f} ({t / r['kernel_ms']:.0%})" for t, r in zip(ms, results)]
+        row += [f"{ms[0] / t:.2f}" if t and ms[0] else "-" for t in ms[1:]]
         lines.append("| " + " | ".join(row) + " |")
     for r in results:
         lines += ["", f"{r['model']}: top operators, then top nodes"]
@@ -217,16 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=10, help="operators and nodes listed per model")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
-    if not (args.voice / "model.onnx").is_file():
-        parser.error(f"{args.voice}: no model.onnx; export a voice first (python -m exporter export ... --out DIR)")
+    if not (args.voice / contract.MODEL_FILE).is_file():
+        parser.error(f"{args.voice}: no {contract.MODEL_FILE}; export a voice first "
+                     "(python -m exporter export ... --out DIR)")
     if min(args.sentences, args.threads, args.rounds) < 1:
         parser.error("--sentences, --threads and --rounds must be at least 1")
-    names = args.models or ["model.onnx"] + sorted(p.name for p in args.voice.glob("model.*.onnx"))
+    names = args.models or [p.name for p in voice_models(args.voice)]
     missing = [n for n in names if not (args.voice / n).is_file()]
     if missing:
         parser.error(f"not in {args.voice}: {', '.join(missing)}")
-    texts = [line.strip() for line in SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
-    texts = texts[: args.sentences]
+    texts = read_sentences(SENTENCES)[: args.sentences]
     print(f"profiling {', '.join(names)}: {args.rounds} rounds after a warm-up ...", file=sys.stderr, flush=True)
     results = profile([args.voice / name for name in names], texts, args.threads, args.rounds)
     print(report(results, args.top))

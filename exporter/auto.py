@@ -30,8 +30,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.quantize import (COMPUTE, DURATION_UNITS, Comparison, QuantConfig, _record, build,
-                               machine_target, unit_names)
+from exporter.quantize import (
+    COMPUTE,
+    DURATION_UNITS,
+    Comparison,
+    QuantConfig,
+    _record,
+    build,
+    machine_target,
+    unit_names,
+)
 from runtime import contract
 
 logger = logging.getLogger(__name__)
@@ -162,7 +170,8 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
             measured = comparison.measure(path, timed=computes or step == "final", durations=step == "final" or any(
                 u.startswith(DURATION_UNITS) for u, _ in plan))
             audio = measured.pop("_audio")
-            ok, why = within(measured, budget)
+            sound, why = within(measured, budget)  # the sound passed, fast enough or not
+            ok = sound
             if ok and faster_than is not None:
                 ok = measured["speed_vs_fp32"] >= faster_than
                 why = f"{'faster' if ok else 'no faster'} than {faster_than:.2f}x"
@@ -171,8 +180,9 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                 heard = listener.score(JUDGE_SENTENCES, audio, comparison.voice.sample_rate)
                 row["heard"] = heard
                 ok, verdict = listener.verdict(reference, heard, budget)
+                sound = ok
                 why = f"{why}; {verdict}" if ok else verdict
-            row.update(within_budget=ok, verdict=("kept: " if ok else "rejected: ") + why)
+            row.update(within_budget=ok, sound=sound, verdict=("kept: " if ok else "rejected: ") + why)
             tried.append(row)
             report(_line(row))
             return row
@@ -183,17 +193,14 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         for unit in units:
             for option, below in options_for(unit):
                 if below is not None and not alone[unit, below]["sound"]:
-                    row = {"step": "skipped", "plan": f"{unit}={option}", "within_budget": False,
+                    row = {"step": "skipped", "plan": f"{unit}={option}", "within_budget": False, "sound": False,
                            "verdict": f"skipped: {unit}={below} already breaks the budget"}
                     tried.append(row)
                     report(_line(row))
-                    alone[unit, option] = {**row, "sound": False}
+                    alone[unit, option] = row
                     continue
-                faster_than = budget.min_speedup if option in COMPUTE else None
-                row = trial([(unit, option)], "alone", faster_than)
-                # "sound": inside the budget but perhaps not faster; the next rung may still be faster
-                row["sound"] = row["within_budget"] or row["verdict"].startswith("rejected: no faster")
-                alone[unit, option] = row
+                # a rung that is sound but no faster is climbed past: the next rung may be faster
+                alone[unit, option] = trial([(unit, option)], "alone", budget.min_speedup if option in COMPUTE else None)
 
         # 2. int8 compute: treatments that passed alone, the most speed per dB of log-mel first (a
         #    knapsack's greedy order: the budget is what they share); one treatment per unit, kept if
@@ -215,14 +222,14 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                 speed = row["speed_vs_fp32"]
 
         # 3. Smaller weights for the units left in fp32 arithmetic: the most compact storage that passed
-        #    alone, all at once (storage costs no speed); the final check below holds them to the budget.
+        #    alone, all at once (storage costs no speed); the final check holds them to the budget.
         for unit in units:
             if not any(u == unit for u, _ in plan):
                 passed = [o for o in ("int8w", "fp16w") if alone.get((unit, o), {}).get("within_budget")]
                 if passed:
                     plan.append((unit, passed[0]))
 
-        # 4. The final plan: lengths at every length scale, log-mel, listening. A failure drops the last
+        #    The final plan: lengths at every length scale, log-mel, listening. A failure drops the last
         #    treatment added until one passes (an empty plan is fp32 itself).
         report("3. final plan (+ weight storage for the units left in fp32):")
         while True:
@@ -242,4 +249,3 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, "
            f"{measured['size_vs_fp32']:.0%} of its size)")
     return dst
-
