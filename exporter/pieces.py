@@ -1,0 +1,232 @@
+"""Write a voice's streaming pieces beside it, check them against the whole graph, record them.
+
+For each model of a voice folder (``model.onnx`` and every int8 variant) ``pieces/<stem>.frontend.onnx``
+and ``pieces/<stem>.decoder.onnx`` (exporter/split.py makes them). A variant whose frontend is the
+same as another model's (int8 plans leave the text encoder and duration predictor fp32) shares that
+file. The sidecar's ``streaming`` section says which pieces exist, what they need and what the check
+measured; the runtime reads it (runtime/config.py).
+
+The check: at zero noise, on the export's verification sentences, the pieces decoded in small chunks
+(many boundaries) against the whole graph of the same model: same length always; at least 60 dB SNR
+where the decoder computes in floating point. A decoder with onnxruntime's *dynamic* int8 measures each
+activation's range on the tensor it is given, so a chunk is quantized with its own ranges and cannot
+equal the whole sentence sample for sample; there the chunked audio must be as close to fp32 as the
+whole-sentence audio is (log-mel distance, within 0.05 dB). Static int8 has fixed ranges: exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from exporter.errors import ExportError
+from exporter.io import atomic_write_bytes
+from runtime import chunking, contract
+
+logger = logging.getLogger(__name__)
+
+CHECK_SCHEDULE = chunking.Schedule(first_frames=3, growth=2.0, max_frames=24)  # many boundaries per sentence
+MIN_SNR_DB = 60.0
+DYNAMIC_LOGMEL_SLACK_DB = 0.05
+DYNAMIC_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
+
+
+def streaming_section(architecture: dict) -> dict:
+    chain = chunking.layers(architecture)
+    return {"architecture": architecture, "receptive_field_frames": chunking.context(chain),
+            "hop_length": chunking.hop_length(chain), "crop_points": chunking.crop_names(chain), "pieces": {}}
+
+
+def _voice(model: Path, sidecar: dict):
+    """The whole graph of ``model``, run as the runtime runs it (for ids and reference audio)."""
+    import onnxruntime as ort
+
+    from runtime.voice import Voice
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return Voice.from_session(ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"]), sidecar)
+
+
+def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None) -> dict:
+    """Chunked pieces against the whole graph of ``model_name``; raises ExportError if they disagree."""
+    import onnx
+    import onnxruntime as ort
+
+    from exporter.verify import VERIFY_SENTENCES, snr_db
+    from runtime.pieces import Pieces
+    from runtime.voice import SynthesisConfig
+
+    folder = Path(folder)
+    whole = _voice(folder / model_name, sidecar)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    pieces = Pieces.load(folder, record, sidecar["streaming"]["architecture"], options=options,
+                         providers=["CPUExecutionProvider"])
+    decoder = onnx.load(str(folder / record["decoder"]), load_external_data=False)
+    dynamic = any(n.op_type in DYNAMIC_OPS for n in decoder.graph.node)
+    fp32 = _voice(folder / contract.MODEL_FILE, sidecar) if dynamic and model_name != contract.MODEL_FILE else None
+    language = next(iter(whole.config.languages), None)
+    worst, worst_diff, mel = float("inf"), 0.0, []
+    for text in texts or VERIFY_SENTENCES:
+        ids = whole.text_to_ids(text, language) or [0]
+        syn = SynthesisConfig(noise_scale=0.0, noise_w=0.0, language=language)
+        reference = whole.ids_to_audio(ids, syn)
+        feeds = whole._feeds(ids, syn)
+        latents = pieces.latents(pieces.encode(feeds), 0.0)
+        sid = feeds.get(contract.SID, [None])[0]
+        audio = np.concatenate([a for _, a, _ in pieces.stream(latents, CHECK_SCHEDULE, sid)])
+        if len(audio) != len(reference):
+            raise ExportError(f"streaming pieces of {model_name}: {len(audio)} samples for {text!r}, the whole graph "
+                              f"{len(reference)}; please report this with your voice")
+        worst = min(worst, snr_db(reference, audio))
+        worst_diff = max(worst_diff, float(np.abs(reference - audio).max()))
+        if fp32 is not None:
+            from exporter.quality import logmel_distance_db
+
+            ref32 = fp32.ids_to_audio(ids, syn)
+            mel.append((logmel_distance_db(ref32, reference, whole.sample_rate),
+                        logmel_distance_db(ref32, audio, whole.sample_rate)))
+    result = {"sentences": len(texts or VERIFY_SENTENCES), "chunks": "first 3 frames, doubling to 24",
+              "min_snr_db": round(worst, 1) if np.isfinite(worst) else "identical",
+              "max_abs_diff": float(f"{worst_diff:.3g}"), "dynamic_int8": dynamic}
+    if mel:
+        whole_db, chunked_db = (float(np.median([m[k] for m in mel])) for k in (0, 1))
+        result.update(logmel_vs_fp32_whole_db=round(whole_db, 3), logmel_vs_fp32_chunked_db=round(chunked_db, 3))
+        if chunked_db > whole_db + DYNAMIC_LOGMEL_SLACK_DB:
+            raise ExportError(f"streaming pieces of {model_name}: chunked audio is {chunked_db:.3f} dB log-mel from "
+                              f"fp32, the whole sentence {whole_db:.3f} dB: dynamic int8 does not stream here")
+    elif worst < MIN_SNR_DB:
+        raise ExportError(f"streaming pieces of {model_name}: chunked audio is only {worst:.1f} dB SNR from the whole "
+                          f"graph (need >= {MIN_SNR_DB:.0f} dB); please report this with your voice")
+    return result
+
+
+def fingerprint(model) -> str:
+    """What a graph computes, not how a tool serialized it: its nodes in any order and its weights' values
+    (onnxruntime's quantizer re-sorts nodes and re-encodes the initializers of the parts it leaves alone)."""
+    import hashlib
+
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256()
+    graph = model.graph
+    for node in sorted(n.SerializeToString(deterministic=True) for n in graph.node):
+        digest.update(node)
+    for tensor in sorted(graph.initializer, key=lambda t: t.name):
+        array = numpy_helper.to_array(tensor)
+        digest.update(f"{tensor.name}:{array.dtype}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for value in [*graph.input, *graph.output]:
+        digest.update(value.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+def write(folder: Path, model_name: str, sidecar: dict) -> dict:
+    """Cut ``folder/model_name`` into pieces under ``folder/pieces/``, check them; return their record."""
+    import onnx
+
+    from exporter.split import split
+
+    folder = Path(folder)
+    section = sidecar["streaming"]
+    frontend, decoder = split(onnx.load(str(folder / model_name)), section["architecture"])
+    (folder / contract.PIECES_DIR).mkdir(exist_ok=True)
+    record = {}
+    for piece, model in (("frontend", frontend), ("decoder", decoder)):
+        mine = fingerprint(model)
+        same = [r[piece] for name, r in section["pieces"].items() if name != model_name and piece in r
+                and (folder / r[piece]).is_file() and fingerprint(onnx.load(str(folder / r[piece]))) == mine]
+        record[piece] = same[0] if same else contract.piece_name(model_name, piece)
+        if not same:
+            atomic_write_bytes(folder / record[piece], model.SerializeToString())
+    record["inputs"] = {"frontend": [i.name for i in frontend.graph.input],
+                        "decoder": [i.name for i in decoder.graph.input]}
+    record["outputs"] = {"frontend": [o.name for o in frontend.graph.output],
+                         "decoder": [o.name for o in decoder.graph.output]}
+    record["verified"] = check(folder, model_name, sidecar, record)
+    return record
+
+
+def add(voice_dir: Path, model_name: str, sidecar_path: Path | None = None) -> dict | None:
+    """Pieces for one model of a voice folder, recorded in its sidecar; None (with a warning) when the
+    voice cannot stream (it is then spoken whole sentences at a time, as before)."""
+    voice_dir = Path(voice_dir)
+    sidecar_path = sidecar_path or contract.sidecar_path(voice_dir / contract.MODEL_FILE)
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    if "architecture" not in (sidecar.get("streaming") or {}):
+        logger.warning("%s has no streaming architecture (%s): %s is spoken whole sentences at a time",
+                       sidecar_path, (sidecar.get("streaming") or {}).get("unsupported", "an older export"), model_name)
+        return None
+    sidecar["streaming"].setdefault("pieces", {})
+    try:
+        record = write(voice_dir, model_name, sidecar)
+    except ExportError:
+        _remove_unshared(voice_dir, model_name, sidecar)
+        raise
+    sidecar["streaming"]["pieces"][model_name] = record
+    atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return record
+
+
+def _remove_unshared(voice_dir: Path, model_name: str, sidecar: dict) -> None:
+    kept = {r[p] for name, r in sidecar["streaming"]["pieces"].items() if name != model_name for p in contract.PIECES}
+    for piece in contract.PIECES:
+        path = contract.piece_name(model_name, piece)
+        if path not in kept:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(voice_dir / path)
+
+
+def split_folder(voice_dir: Path) -> list[str]:
+    """(Re)make the pieces of every model in an exported voice folder; an older export gets the
+    architecture read from its graph."""
+    import onnx
+
+    from exporter.split import architecture_from_graph
+
+    voice_dir = Path(voice_dir)
+    sidecar_path = contract.sidecar_path(voice_dir / contract.MODEL_FILE)
+    if not sidecar_path.is_file():
+        raise ExportError(f"{voice_dir} is not an exported voice folder (needs {contract.MODEL_FILE} and its .json); "
+                          "for a Piper voice give its VOICE.onnx and an output folder")
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    if "architecture" not in (sidecar.get("streaming") or {}):
+        arch = architecture_from_graph(onnx.load(str(voice_dir / contract.MODEL_FILE), load_external_data=False))
+        sidecar["streaming"] = streaming_section(arch)
+        atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    models = [contract.MODEL_FILE] + sorted(p.name for p in voice_dir.glob("model.*.onnx"))
+    for name in models:
+        add(voice_dir, name)
+    return models
+
+
+def split_piper(voice: Path, out_dir: Path, *, force: bool = False) -> Path:
+    """A Piper ``VOICE.onnx`` (+ ``.onnx.json``) -> ``out_dir`` holding both, unchanged but for a
+    ``streaming`` section in the json (piper-tts ignores it), and the pieces."""
+    import onnx
+
+    from exporter.io import atomic_dir
+    from exporter.split import architecture_from_graph
+
+    voice = Path(voice)
+    config = contract.sidecar_path(voice)
+    if not voice.is_file() or not config.is_file():
+        raise ExportError(f"{voice} and {config.name} beside it are needed (a Piper voice)")
+    data = json.loads(config.read_text(encoding="utf-8"))
+    if "phoneme_id_map" not in data:
+        raise ExportError(f"{config} is not a Piper voice config (no phoneme_id_map)")
+    arch = architecture_from_graph(onnx.load(str(voice), load_external_data=False))
+    with atomic_dir(Path(out_dir), force=force) as tmp:
+        shutil.copyfile(voice, tmp / voice.name)
+        data["streaming"] = streaming_section(arch)
+        (tmp / config.name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        add(tmp, voice.name, tmp / config.name)
+    return Path(out_dir)
