@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from exporter.errors import ExportError
+from runtime.files import atomic_open, umask
 
 
 @contextlib.contextmanager
@@ -25,6 +26,7 @@ def atomic_dir(out_dir: Path, *, force: bool = False) -> Iterator[Path]:
         raise ExportError(f"{out_dir} already exists: choose another folder or pass --force to replace it.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~umask())  # as mkdir would make it, not mkdtemp's owner-only 0700
     try:
         yield tmp
         if out_dir.exists():
@@ -42,13 +44,5 @@ def atomic_dir(out_dir: Path, *, force: bool = False) -> Iterator[Path]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(data)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from runtime.files import atomic_open
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
@@ -21,16 +21,8 @@ def to_pcm16(audio: np.ndarray) -> bytes:
 @contextlib.contextmanager
 def atomic_wav(path: Path, sample_rate: int) -> Iterator[wave.Wave_write]:
     """A 16-bit mono WAV writer on a temporary file that becomes ``path`` only if the block succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(int(sample_rate))
-            yield w
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f, wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        yield w

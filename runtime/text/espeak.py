@@ -69,9 +69,9 @@ class EspeakRunner:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
         stderr = proc.stderr.decode("utf-8", errors="replace")
-        for line in stderr.strip().split("\n"):
+        for line in stderr.strip().split("\n"):  # its own chatter on odd input ("No envelope"): not the user's news
             if line.strip():
-                logger.warning("espeak-ng: %s", line.strip())
+                logger.debug("espeak-ng: %s", line.strip())
         if proc.returncode != 0:
             raise FrontendError(f"espeak-ng failed (exit {proc.returncode}): {stderr.strip() or 'no message'}")
         out = proc.stdout.decode("utf-8", errors="replace")
