@@ -1,4 +1,4 @@
-"""``python -m exporter {export,quantize,import-piper}`` (also the ``vits-edge-export`` console script)."""
+"""``python -m exporter {export,quantize,split,import-piper}`` (also the ``vits-edge-export`` console script)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def _cmd_import_piper(args: argparse.Namespace) -> None:
 
     out = import_piper(args.voice, args.out_dir, force=args.force)
     print(f"wrote {out / 'config.json'} and {out / 'model.pth'}")
+
+
+def _cmd_split(args: argparse.Namespace) -> None:
+    from exporter import pieces
+
+    if args.path.is_dir():
+        if args.out is not None:
+            raise ExportError("a voice folder is split in place: drop --out (it is for a Piper VOICE.onnx)")
+        for name in pieces.split_folder(args.path):
+            print(f"{args.path / name}: streaming pieces written and checked")
+        return
+    if args.out is None:
+        raise ExportError(f"{args.path} is a file: give --out DIR, the folder to write the voice and its pieces to")
+    out = pieces.split_piper(args.path, args.out, force=args.force)
+    print(f"wrote {out} ({args.path.name}, its .onnx.json with a streaming section, and pieces/)")
 
 
 def _cmd_quantize(args: argparse.Namespace) -> None:
@@ -64,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     qua.add_argument("--target", choices=("x86", "arm64"), help="CPU the variant is for (default: this machine)")
     qua.set_defaults(func=_cmd_quantize)
 
+    spl = sub.add_parser("split", help="write the streaming pieces of a voice folder (every model in it), or of a "
+                         "Piper VOICE.onnx into a new folder")
+    spl.add_argument("path", type=Path, help="exported voice folder, or a Piper VOICE.onnx with its .onnx.json")
+    spl.add_argument("--out", type=Path, help="output folder, for a Piper VOICE.onnx")
+    spl.add_argument("--force", action="store_true", help="replace an existing output folder")
+    spl.set_defaults(func=_cmd_split)
+
     imp = sub.add_parser("import-piper", help="turn a Piper VOICE.onnx (+ .onnx.json) into a Coqui checkpoint")
     imp.add_argument("voice", type=Path, help="Piper VOICE.onnx; VOICE.onnx.json must sit beside it")
     imp.add_argument("out_dir", type=Path, help="output folder (config.json + model.pth)")
@@ -72,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum, frame):  # noqa: ARG001
+def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)  # unwinds: temporary files are removed, nothing half-written stays
 
 

@@ -36,6 +36,7 @@ from exporter.quantize import (
     Comparison,
     QuantConfig,
     _record,
+    add_pieces,
     build,
     machine_target,
     unit_names,
@@ -248,4 +249,5 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                                   "budget": dataclasses.asdict(budget), "search": tried})
     report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, "
            f"{measured['size_vs_fp32']:.0%} of its size)")
+    add_pieces(voice_dir, dst.name)
     return dst

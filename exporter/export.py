@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from exporter import pieces
 from exporter.checkpoint import load_voice
+from exporter.errors import ExportError
 from exporter.io import atomic_dir
 from exporter.onnx_export import ExportSpec, export_onnx
 from exporter.sidecar import build_sidecar, metadata_props
+from exporter.split import architecture_from_graph, architecture_from_vits
 from exporter.verify import as_records, verify
 from runtime import contract
 
@@ -27,6 +30,7 @@ class ExportReport:
     num_parameters: int
     checks: list = field(default_factory=list)
     seconds: float = 0.0
+    streaming: str = ""
 
     def table(self) -> str:
         worst = min(c.snr_db for c in self.checks)
@@ -35,6 +39,7 @@ class ExportReport:
             ("size", f"{self.onnx_bytes / 1e6:.1f} MB"),
             ("parameters", f"{self.num_parameters / 1e6:.2f} M"),
             ("verified", f"{len(self.checks)} sentences, same length, worst SNR {worst:.1f} dB vs PyTorch"),
+            ("streaming", self.streaming),
             ("time", f"{self.seconds:.1f} s"),
         ]
         width = max(len(k) for k, _ in rows)
@@ -59,6 +64,23 @@ def _annotate(onnx_path: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(onnx_path))
 
 
+def _streaming(vits, onnx_path: Path) -> dict:
+    """The sidecar's streaming section: the architecture from the checkpoint's config, which must be the
+    graph's; a voice that cannot be cut for streaming is exported all the same and spoken whole."""
+    import onnx
+
+    try:
+        arch = architecture_from_vits(vits)
+    except ExportError as exc:
+        logger.warning("%s", exc)
+        return {"unsupported": str(exc)}
+    graph = architecture_from_graph(onnx.load(str(onnx_path), load_external_data=False))
+    if graph != arch:
+        raise ExportError(f"the checkpoint's config and its traced graph disagree on the decoder ({arch} against "
+                          f"{graph}); please report this with your config")
+    return pieces.streaming_section(arch)
+
+
 def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, force: bool = False,
                  spec: ExportSpec | None = None) -> ExportReport:
     start = time.perf_counter()
@@ -74,7 +96,14 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
         logger.info("verifying onnxruntime against PyTorch")
         checks = verify(loaded, onnx_path)
         sidecar["verification"] = {"min_snr_db": min(c.snr_db for c in checks), "checks": as_records(checks)}
+        sidecar["streaming"] = _streaming(loaded.model, onnx_path)
         contract.sidecar_path(onnx_path).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n",
                                                    encoding="utf-8")
+        streaming = f"not possible: {sidecar['streaming'].get('unsupported')}"
+        if "architecture" in sidecar["streaming"]:
+            logger.info("writing the streaming pieces and checking them against the whole graph")
+            record = pieces.add(tmp, contract.MODEL_FILE)
+            streaming = (f"{contract.PIECES_DIR}/ frontend + decoder, {sidecar['streaming']['receptive_field_frames']} "
+                         f"frames of context, chunks vs whole {record['verified']['min_snr_db']} dB")
         onnx_bytes = onnx_path.stat().st_size
-    return ExportReport(Path(out_dir), onnx_bytes, num_parameters, checks, time.perf_counter() - start)
+    return ExportReport(Path(out_dir), onnx_bytes, num_parameters, checks, time.perf_counter() - start, streaming)

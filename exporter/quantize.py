@@ -430,4 +430,16 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
         shutil.move(str(staged), dst)
     _record(voice_dir, dst.name, {"config": asdict(cfg), "measured": measured})
     logger.info("wrote %s: %s", dst, measured)
+    add_pieces(voice_dir, dst.name)
     return dst
+
+
+def add_pieces(voice_dir: Path, name: str) -> None:
+    """The variant's streaming pieces (its own plan, cut like model.onnx); a variant whose pieces fail
+    their check is kept, and spoken whole sentences at a time."""
+    from exporter import pieces
+
+    try:
+        pieces.add(voice_dir, name)
+    except ExportError as exc:
+        logger.error("%s; %s stays usable, without streaming", exc, name)
