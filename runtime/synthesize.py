@@ -2,17 +2,25 @@
 
     python -m runtime.synthesize -m voice/ "Hello there." --output hello.wav
     echo "Hello there." | python -m runtime.synthesize -m voice/ --output-raw | aplay -r 22050 -f S16_LE -t raw -
+    python -m runtime.synthesize -m voice/ "Hello there." --output hello.wav --output-alignments hello.json
+
+Audio is written as it is made: a voice with streaming pieces gives the first chunk of a sentence
+after a small part of the sentence's time, and the rest follows chunk by chunk.
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import json
 import logging
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from runtime.chunking import STREAM
+from runtime.files import check_folder
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -33,13 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
     out = p.add_mutually_exclusive_group()
     out.add_argument("-f", "--output", "--output-file", dest="output", type=Path, help="write a 16-bit mono WAV")
-    out.add_argument("--output-raw", action="store_true", help="write 16-bit PCM to stdout as each sentence is ready")
+    out.add_argument("--output-raw", action="store_true", help="write 16-bit PCM to stdout as each chunk is ready")
+    p.add_argument("--output-alignments", type=Path, metavar="FILE.json",
+                   help="write each sentence's phoneme and word timings (seconds) to this JSON file")
     p.add_argument("-s", "--speaker", help="speaker name or id (see --list-speakers)")
     p.add_argument("--language", help="language of a multilingual voice")
     p.add_argument("--length-scale", type=float, help="speaking rate: > 1 slower, < 1 faster")
     p.add_argument("--noise-scale", type=float, help="audio variation")
     p.add_argument("--noise-w", "--noise-w-scale", dest="noise_w", type=float, help="duration variation")
+    p.add_argument("--seed", type=int, help="make the noise repeatable")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    p.add_argument("--first-chunk", type=int, metavar="FRAMES", default=STREAM.first_frames,
+                   help=f"frames in the first chunk of a sentence (default {STREAM.first_frames}; a frame is the voice's hop "
+                        "length, 256 samples for most voices)")
+    p.add_argument("--max-chunk", type=int, metavar="FRAMES", default=STREAM.max_frames,
+                   help=f"largest chunk: chunks double from the first up to this (default {STREAM.max_frames})")
+    p.add_argument("--no-streaming", action="store_true", help="write whole sentences, not chunks as they are made")
     p.add_argument("--espeak-data", help="espeak-ng data folder (passed as --path to espeak-ng)")
     p.add_argument("--list-speakers", action="store_true", help="print the voice's speakers and exit")
     p.add_argument("--debug", action="store_true", help="show debug logs")
@@ -76,7 +93,30 @@ def _nonempty(lines) -> Iterator[str]:
         raise InputError("no text to speak: give text as an argument, with --text-file, or on stdin")
 
 
+class Timings:
+    """Collects each sentence's phoneme and word timings, placed at its position in the output."""
+
+    def __init__(self) -> None:
+        self.sentences: list[dict] = []
+        self.samples = 0
+
+    def __call__(self, chunk) -> None:
+        if chunk.alignment is not None:
+            entry = chunk.alignment.to_dict(offset=self.samples / chunk.sample_rate)
+            self.sentences.append({"text": chunk.text, **entry})
+        self.samples += len(chunk.audio)
+
+    def write(self, path: Path, sample_rate: int) -> None:
+        from runtime.files import atomic_open
+
+        data = {"sample_rate": sample_rate, "samples": self.samples, "seconds": round(self.samples / sample_rate, 6),
+                "sentences": self.sentences}
+        with atomic_open(path) as f:
+            f.write((json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
 def run(args: argparse.Namespace) -> int:
+    from runtime.chunking import ChunkingError, Schedule
     from runtime.voice import Voice
 
     start = time.perf_counter()
@@ -96,18 +136,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         lines = _stdin_lines()
     lines = _nonempty(lines)
+    try:
+        schedule = Schedule(first_frames=args.first_chunk, growth=2.0, max_frames=args.max_chunk)
+    except ChunkingError as exc:
+        raise InputError(f"{exc} (--first-chunk / --max-chunk)") from exc
+    timings = Timings() if args.output_alignments else None
+    if timings is not None:
+        check_folder(args.output_alignments)
     kwargs = dict(speaker=args.speaker, language=args.language, length_scale=args.length_scale,
-                  noise_scale=args.noise_scale, noise_w=args.noise_w)
+                  noise_scale=args.noise_scale, noise_w=args.noise_w, alignments=timings is not None, seed=args.seed)
+    if not args.no_streaming:
+        kwargs["schedule"] = schedule
+    chunks = voice.synthesize(lines, **kwargs) if args.no_streaming else voice.stream(lines, **kwargs)
     if args.output_raw:
         out = sys.stdout.buffer
-        for chunk in voice.synthesize(lines, **kwargs):
+        for chunk in chunks:
             out.write(chunk.pcm16())
             out.flush()
-            logger.debug("%.2f s of audio for %r", chunk.seconds, chunk.text)
-        return 0
-    output = args.output or Path("output.wav")
-    voice.synthesize_wav(lines, output, **kwargs)
-    logger.info("wrote %s", output)
+            if timings is not None:
+                timings(chunk)
+            logger.debug("%.2f s of audio for %r (sample %d)", chunk.seconds, chunk.text, chunk.offset)
+    else:
+        output = args.output or Path("output.wav")
+        voice.write_wav(chunks, output, on_chunk=timings)
+        logger.info("wrote %s", output)
+    if timings is not None:
+        timings.write(args.output_alignments, voice.sample_rate)
     return 0
 
 

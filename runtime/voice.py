@@ -1,104 +1,48 @@
-"""``Voice``: an exported (or Piper) VITS voice that turns text into audio with onnxruntime."""
+"""``Voice``: an exported (or Piper) VITS voice that turns text into audio with onnxruntime.
+
+A voice exported with its streaming pieces (``pieces/``, see runtime/pieces.py) is run as two
+sessions, the frontend and the decoder, and its audio comes in chunks as they are decoded
+(``Voice.stream``); ``Voice.synthesize`` joins each sentence's chunks. A voice without them (an
+older export, a Piper voice not split) runs its whole graph, one sentence at a time.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from runtime import contract
+from runtime import chunking, contract
+from runtime.alignment import Alignment, align
+from runtime.chunking import STREAM, WHOLE
+from runtime.config import SynthesisConfig, VoiceConfig, VoiceError, read_sidecar, resolve
+from runtime.pieces import Pieces
 from runtime.sentences import iter_sentences
 from runtime.text import piper_tokenizer, tokenizer_from_spec
 from runtime.wav import atomic_wav, to_pcm16
 
+__all__ = ["STREAM", "WHOLE", "AudioChunk", "SynthesisConfig", "Voice", "VoiceConfig", "VoiceError"]
+
 logger = logging.getLogger(__name__)
 
-
-class VoiceError(ValueError):
-    """A voice that cannot be loaded or used as asked; the message says what to do."""
-
-
-@dataclass
-class SynthesisConfig:
-    """Per-call settings; ``None`` means the voice's default."""
-
-    speaker: str | int | None = None
-    language: str | None = None
-    length_scale: float | None = None
-    noise_scale: float | None = None
-    noise_w: float | None = None
-
-
-@dataclass
-class VoiceConfig:
-    """What the runtime needs from a sidecar (ours or Piper's ``.onnx.json``)."""
-
-    sample_rate: int
-    noise_scale: float
-    length_scale: float
-    noise_w: float
-    tokenizer: dict
-    speakers: dict[str, int] = field(default_factory=dict)
-    languages: dict[str, int] = field(default_factory=dict)
-    source: str = contract.FORMAT  # "vits-edge" or "piper"
-
-    @classmethod
-    def from_dict(cls, data: dict, *, where: str = "sidecar") -> VoiceConfig:
-        if not isinstance(data, dict):
-            raise VoiceError(f"{where}: expected a JSON object")
-        if data.get("format") == contract.FORMAT:
-            version = data.get("schema_version")
-            if not isinstance(version, int) or version > contract.SCHEMA_VERSION:
-                raise VoiceError(
-                    f"{where} was written by a newer vits-edge (schema {version}; this runtime reads up to "
-                    f"{contract.SCHEMA_VERSION}): upgrade with pip install -U vits-edge"
-                )
-            try:
-                inference = data["inference"]
-                return cls(
-                    sample_rate=int(data["audio"]["sample_rate"]),
-                    noise_scale=float(inference["noise_scale"]),
-                    length_scale=float(inference["length_scale"]),
-                    noise_w=float(inference["noise_w"]),
-                    tokenizer=dict(data["tokenizer"]),
-                    speakers={str(k): int(v) for k, v in data.get("speakers", {}).items()},
-                    languages={str(k): int(v) for k, v in data.get("languages", {}).items()},
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise VoiceError(f"{where} is missing or has a bad field: {exc}") from exc
-        if "phoneme_id_map" in data:  # a Piper voice's VOICE.onnx.json
-            try:
-                inference = data.get("inference", {})
-                return cls(
-                    sample_rate=int(data["audio"]["sample_rate"]),
-                    noise_scale=float(inference.get("noise_scale", 0.667)),
-                    length_scale=float(inference.get("length_scale", 1.0)),
-                    noise_w=float(inference.get("noise_w", 0.8)),
-                    tokenizer=data,
-                    speakers={str(k): int(v) for k, v in (data.get("speaker_id_map") or {}).items()},
-                    source="piper",
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise VoiceError(f"{where} is missing or has a bad field: {exc}") from exc
-        raise VoiceError(f"{where} is neither a vits-edge sidecar (\"format\": \"vits-edge\") nor a Piper voice config")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
 class AudioChunk:
-    """One sentence of audio: float32 samples in [-1, 1]."""
+    """Audio of one sentence, or of a piece of it when streaming: float32 samples in [-1, 1]."""
 
-    text: str
+    text: str  # the sentence
     audio: np.ndarray
     sample_rate: int
+    sentence: int = 0  # which sentence of the call (0, 1, ...)
+    offset: int = 0  # position of the first sample in its sentence
+    final: bool = True  # the sentence's last chunk
+    alignment: Alignment | None = None  # the sentence's timings (on its first chunk), when asked for
 
     @property
     def seconds(self) -> float:
@@ -108,53 +52,36 @@ class AudioChunk:
         return to_pcm16(self.audio)
 
 
-def _resolve(path: Path) -> tuple[Path, Path]:
-    """A voice folder or a ``.onnx`` file -> (model path, sidecar path)."""
-    path = Path(path)
-    if path.is_dir():
-        model = path / contract.MODEL_FILE
-        if not model.exists():
-            candidates = sorted(p for p in path.glob("*.onnx") if contract.sidecar_path(p).exists())
-            if len(candidates) != 1:
-                raise FileNotFoundError(f"{path}: no {contract.MODEL_FILE} (or single VOICE.onnx with its .onnx.json) in this folder")
-            model = candidates[0]
-    else:
-        model = path
-    if not model.exists():
-        raise FileNotFoundError(f"voice model {model} not found")
-    sidecar = contract.sidecar_path(model)
-    if not sidecar.exists():
-        # a quantized sibling (model.int8.onnx) shares the folder's model.onnx.json
-        shared = model.parent / (contract.MODEL_FILE + ".json")
-        if not shared.exists():
-            raise FileNotFoundError(f"voice config {sidecar} not found: the .onnx.json must sit beside the model")
-        sidecar = shared
-    return model, sidecar
-
-
 class Voice:
-    """Text -> ids -> audio, one sentence at a time."""
+    """Text -> sentences -> ids -> audio (in chunks when the voice has its streaming pieces)."""
 
-    def __init__(self, session: ort.InferenceSession, config: VoiceConfig, *, espeak_data: str | None = None):
+    def __init__(self, session: ort.InferenceSession | None, config: VoiceConfig, *, pieces: Pieces | None = None,
+                 espeak_data: str | None = None):
+        if session is None and pieces is None:
+            raise VoiceError("a Voice needs an onnxruntime session of the whole model or its streaming pieces")
         self.session = session
+        self.pieces = pieces
         self.config = config
-        self.input_names = {i.name for i in session.get_inputs()}
-        self.output_names = [o.name for o in session.get_outputs()]
+        self.input_names = pieces.input_names if pieces else {i.name for i in session.get_inputs()}
+        self.output_names = [] if session is None else [o.name for o in session.get_outputs()]
         if config.source == "piper":
             self.tokenizer = piper_tokenizer(config.tokenizer, espeak_data=espeak_data)
         else:
             self.tokenizer = tokenizer_from_spec(config.tokenizer, espeak_data=espeak_data)
+        self._rng = np.random.default_rng()
+        self._warned_whole = False
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None, providers: list[str] | None = None,
-             session_options: ort.SessionOptions | None = None, espeak_data: str | None = None) -> Voice:
-        """Load a voice folder, or a ``.onnx`` file with its ``.onnx.json`` beside it."""
-        model, sidecar = _resolve(Path(path))
-        try:
-            data = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise VoiceError(f"voice config {sidecar} is not valid JSON: {exc}") from exc
-        config = VoiceConfig.from_dict(data, where=str(sidecar))
+             session_options: ort.SessionOptions | None = None, espeak_data: str | None = None,
+             streaming: bool = True) -> Voice:
+        """Load a voice folder, or a ``.onnx`` file with its ``.onnx.json`` beside it.
+
+        With ``streaming`` (the default) a model that has streaming pieces is run in pieces (and its whole
+        graph is not loaded); ``streaming=False`` runs the whole graph.
+        """
+        model, sidecar = resolve(Path(path))
+        config = read_sidecar(sidecar)
         options = session_options
         if options is None:
             options = ort.SessionOptions()
@@ -164,9 +91,30 @@ class Voice:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        providers = providers or ["CPUExecutionProvider"]
+        record = config.pieces(model.name) if streaming else None
+        if record is not None:
+            missing = [record[p] for p in contract.PIECES if not (model.parent / record[p]).is_file()]
+            if missing:
+                logger.warning("%s lists streaming pieces that are not there (%s): speaking whole sentences; "
+                               "re-create them with `python -m exporter split %s`", sidecar, ", ".join(missing),
+                               model.parent)
+                record = None
+        if record is not None:
+            if session_options is None:
+                # Two sessions take turns: each pool stops spinning when its run returns, or the idle one
+                # spins on the cores the other needs (first audio 29% of the sentence's time instead of 20%).
+                options.add_session_config_entry("session.force_spinning_stop", "1")
+            try:
+                pieces = Pieces.load(model.parent, record, config.architecture(), options=options, providers=providers)
+            except VoiceError:
+                raise
+            except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+                raise VoiceError(f"the streaming pieces of {model} could not be loaded ({exc}); re-create them "
+                                 f"with `python -m exporter split {model.parent}`") from exc
+            return cls(None, config, pieces=pieces, espeak_data=espeak_data)
         try:
-            session = ort.InferenceSession(str(model), sess_options=options,
-                                           providers=providers or ["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
             raise VoiceError(f"voice model {model} could not be loaded by onnxruntime: {exc}") from exc
         return cls(session, config, espeak_data=espeak_data)
@@ -182,6 +130,11 @@ class Voice:
     @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
+
+    @property
+    def streams(self) -> bool:
+        """Whether audio comes in chunks of a sentence (the voice has its streaming pieces)."""
+        return self.pieces is not None
 
     def speaker_id(self, speaker: str | int | None) -> int | None:
         speakers = self.config.speakers
@@ -209,25 +162,23 @@ class Voice:
             raise VoiceError(f"unknown language {language!r}; this voice has: {', '.join(languages)}")
         return language, languages[language]
 
-    # -- the two inner steps ----------------------------------------------------------------------
+    # -- the inner steps --------------------------------------------------------------------------
     def text_to_ids(self, text: str, language: str | None = None) -> list[int]:
         return self.tokenizer.text_to_ids(text, language=language)
 
-    def ids_to_audio(self, ids: list[int], syn: SynthesisConfig | None = None) -> np.ndarray:
-        """Run the model on one utterance's ids; returns float32 samples."""
-        syn = syn or SynthesisConfig()
-        if not ids:
-            return np.zeros(0, dtype=np.float32)
+    def _scales(self, syn: SynthesisConfig) -> np.ndarray:
         c = self.config
-        scales = np.array([
+        return np.array([
             c.noise_scale if syn.noise_scale is None else syn.noise_scale,
             c.length_scale if syn.length_scale is None else syn.length_scale,
             c.noise_w if syn.noise_w is None else syn.noise_w,
         ], dtype=np.float32)
+
+    def _feeds(self, ids: list[int], syn: SynthesisConfig) -> dict[str, np.ndarray]:
         feeds = {
             contract.INPUT: np.asarray([ids], dtype=np.int64),
             contract.INPUT_LENGTHS: np.asarray([len(ids)], dtype=np.int64),
-            contract.SCALES: scales,
+            contract.SCALES: self._scales(syn),
         }
         sid = self.speaker_id(syn.speaker)
         if sid is not None:
@@ -235,40 +186,127 @@ class Voice:
         _, langid = self.language_id(syn.language)
         if langid is not None:
             feeds[contract.LANGID] = np.asarray([langid], dtype=np.int64)
-        outputs = self.session.run(None, feeds)
+        return feeds
+
+    def ids_to_audio(self, ids: list[int], syn: SynthesisConfig | None = None) -> np.ndarray:
+        """Run the model on one utterance's ids; returns float32 samples."""
+        syn = syn or SynthesisConfig()
+        if not ids:
+            return np.zeros(0, dtype=np.float32)
+        if self.pieces is not None:
+            parts = [audio for _, audio, _ in self.ids_to_stream(ids, syn, WHOLE)]
+            return np.concatenate(parts).astype(np.float32, copy=False)
+        outputs = self.session.run(None, self._feeds(ids, syn))
         audio = outputs[0].reshape(-1)
         if len(outputs) > 1 and contract.OUTPUT_LENGTHS in self.output_names:
             audio = audio[: int(outputs[1].reshape(-1)[0])]
         return audio.astype(np.float32, copy=False)
 
-    # -- text to audio ----------------------------------------------------------------------------
-    def synthesize(self, text: str | Iterable[str], speaker: str | int | None = None,
-                   length_scale: float | None = None, noise_scale: float | None = None,
-                   noise_w: float | None = None, language: str | None = None) -> Iterator[AudioChunk]:
-        """Yield one ``AudioChunk`` per sentence, each as soon as it is ready.
+    def ids_to_stream(self, ids: list[int], syn: SynthesisConfig | None = None,
+                      schedule: chunking.Schedule = STREAM, *, rng: np.random.Generator | None = None,
+                      encoded=None) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """``(sample offset, audio, last)`` chunks of one utterance, each as soon as it is decoded. A voice
+        without streaming pieces gives the whole utterance as one chunk (and says so once)."""
+        syn = syn or SynthesisConfig()
+        if not ids:
+            return
+        if self.pieces is None:
+            self._say_whole()
+            yield 0, self.ids_to_audio(ids, syn), True
+            return
+        if rng is None:
+            rng = self._rng if syn.seed is None else np.random.default_rng(syn.seed)
+        if encoded is None:
+            encoded = self.pieces.encode(self._feeds(ids, syn), rng)
+        latents = self.pieces.latents(encoded, float(self._scales(syn)[0]), rng)
+        yield from self.pieces.stream(latents, schedule, self.speaker_id(syn.speaker))
 
-        ``text`` may be a string or an iterable of lines (a file, stdin): only the current
-        sentence is held in memory.
-        """
-        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w)
-        self.speaker_id(speaker)  # fail on a bad speaker before any work
-        language, _ = self.language_id(language)
+    def _say_whole(self) -> None:
+        if not self._warned_whole:
+            logger.warning("this voice has no streaming pieces: each sentence comes whole (make them with "
+                           "`python -m exporter split VOICE`)")
+            self._warned_whole = True
+
+    def alignment(self, sentence: str, ids: list[int], encoded, language: str | None = None) -> Alignment:
+        frames = encoded.durations.tolist()
+        # words as written when the phonemes have as many, else as the cleaners left them ("3:30" -> "three thirty")
+        return align(ids, frames, self.tokenizer.symbols(), self.pieces.hop_length, self.sample_rate,
+                     encoded.frames * self.pieces.hop_length, [sentence.split(), self.tokenizer.words(sentence, language)])
+
+    # -- text to audio ----------------------------------------------------------------------------
+    def stream(self, text: str | Iterable[str], speaker: str | int | None = None,
+               length_scale: float | None = None, noise_scale: float | None = None, noise_w: float | None = None,
+               language: str | None = None, *, schedule: chunking.Schedule | None = None, alignments: bool = False,
+               seed: int | None = None) -> Iterator[AudioChunk]:
+        """Yield audio as it is made: chunks of each sentence, the first one early (``schedule``), each
+        knowing its sentence and sample offset; with ``alignments`` the first chunk of every sentence
+        carries the sentence's phoneme and word timings. ``text`` may be a string or an iterable of lines
+        (a file, stdin): only the current sentence is held in memory. A voice without streaming pieces
+        gives whole sentences (and says so once)."""
+        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed)
+        return self._chunks(text, syn, schedule or STREAM, alignments, whole_ok=False)
+
+    def _chunks(self, text, syn: SynthesisConfig, schedule: chunking.Schedule, alignments: bool,
+                whole_ok: bool) -> Iterator[AudioChunk]:
+        self.speaker_id(syn.speaker)  # fail on a bad speaker before any work
+        language, _ = self.language_id(syn.language)
+        if alignments and self.pieces is None:
+            raise VoiceError("phoneme timings need the voice's streaming pieces, which this voice lacks: re-export "
+                             "it, or run `python -m exporter split VOICE` on it")
+        rng = self._rng if syn.seed is None else np.random.default_rng(syn.seed)
         lines = text.splitlines() if isinstance(text, str) else text
-        for sentence in iter_sentences(lines):
+        for index, sentence in enumerate(iter_sentences(lines)):
             ids = self.text_to_ids(sentence, language=language)
             if not ids:
                 logger.warning("nothing this voice can say in %r; skipped", sentence)
                 continue
-            yield AudioChunk(sentence, self.ids_to_audio(ids, syn), self.sample_rate)
+            timing = None
+            if self.pieces is None:
+                if not whole_ok:
+                    self._say_whole()
+                parts = iter([(0, self.ids_to_audio(ids, syn), True)])
+            else:
+                encoded = self.pieces.encode(self._feeds(ids, syn), rng)
+                if alignments:
+                    timing = self.alignment(sentence, ids, encoded, language)
+                parts = self.ids_to_stream(ids, syn, schedule, rng=rng, encoded=encoded)
+            for offset, audio, last in parts:
+                yield AudioChunk(sentence, audio.astype(np.float32, copy=False), self.sample_rate, index, offset,
+                                 last, timing if offset == 0 else None)
 
-    def synthesize_wav(self, text: str | Iterable[str], path: str | os.PathLike, **kwargs) -> Path:
-        """Write all of ``text`` to a 16-bit mono WAV, sentence by sentence, atomically."""
+    def synthesize(self, text: str | Iterable[str], speaker: str | int | None = None,
+                   length_scale: float | None = None, noise_scale: float | None = None,
+                   noise_w: float | None = None, language: str | None = None, *, alignments: bool = False,
+                   seed: int | None = None) -> Iterator[AudioChunk]:
+        """Yield one ``AudioChunk`` per sentence, each as soon as it is ready (see ``stream`` for the rest)."""
+        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed)
+        sentence: list[AudioChunk] = []
+        for chunk in self._chunks(text, syn, WHOLE, alignments, whole_ok=True):
+            sentence.append(chunk)
+            if chunk.final:
+                first = sentence[0]
+                audio = first.audio if len(sentence) == 1 else np.concatenate([c.audio for c in sentence])
+                yield AudioChunk(first.text, audio, first.sample_rate, first.sentence, 0, True, first.alignment)
+                sentence = []
+
+    def synthesize_wav(self, text: str | Iterable[str], path: str | os.PathLike, *, stream: bool = True,
+                       on_chunk=None, **kwargs) -> Path:
+        """Write all of ``text`` to a 16-bit mono WAV, chunk by chunk as each is made (``stream=False``:
+        sentence by sentence), atomically: the file appears complete or not at all."""
+        chunks = self.stream(text, **kwargs) if stream else self.synthesize(text, **kwargs)
+        return self.write_wav(chunks, path, on_chunk=on_chunk)
+
+    def write_wav(self, chunks: Iterable[AudioChunk], path: str | os.PathLike, *, on_chunk=None) -> Path:
+        """Write ``chunks`` (from ``stream`` or ``synthesize``) to a WAV as they come; ``on_chunk`` is called
+        with each one written (for timings, progress). Nothing to write is a VoiceError, and no file."""
         path = Path(path)
         with atomic_wav(path, self.sample_rate) as wav:
             spoken = 0
-            for chunk in self.synthesize(text, **kwargs):
+            for chunk in chunks:
                 wav.writeframes(chunk.pcm16())
                 spoken += 1
+                if on_chunk is not None:
+                    on_chunk(chunk)
             if spoken == 0:
                 raise VoiceError("no text to speak: the text is empty or has nothing this voice can say")
         return path

@@ -24,6 +24,7 @@ import os
 import re
 import unicodedata
 
+from ..alignment import Symbols
 from .clauses import clause_ends
 from .errors import FrontendError, UnsupportedTokenizer
 from .espeak import EspeakRunner
@@ -167,6 +168,17 @@ class PiperTokenizer:
             ids.extend(self.id_map[PAD])
         ids.extend(self.id_map[EOS])
         return ids
+
+    def symbols(self) -> Symbols:
+        """id -> phoneme, the pad that follows every phoneme, ``^`` and ``$`` (as Piper's alignments)."""
+        names: dict[int, str] = {}
+        for phoneme, ids in self.id_map.items():
+            for ident in ids:
+                names.setdefault(ident, phoneme)
+        return Symbols(names, frozenset(self.id_map[PAD]), frozenset(self.id_map[BOS] + self.id_map[EOS]))
+
+    def words(self, text: str, language: str | None = None) -> list[str]:
+        return text.split()
 
     def text_to_sentence_ids(self, text: str) -> list[list[int]]:
         """One id sequence per sentence (Piper synthesizes sentence by sentence)."""

@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Protocol
 
+from ..alignment import Symbols
 from .cleaners import get_cleaner, normalize_language
 from .errors import FrontendError, UnsupportedTokenizer
 from .espeak import EspeakPhonemizer
@@ -30,6 +31,10 @@ SUPPORTED_PHONEMIZERS = {"espeak"}
 
 class Tokenizer(Protocol):
     def text_to_ids(self, text: str, language: str | None = None) -> list[int]: ...
+
+    def symbols(self) -> Symbols: ...
+
+    def words(self, text: str, language: str | None = None) -> list[str]: ...
 
 
 class Vocabulary:
@@ -80,6 +85,18 @@ class CoquiTokenizer:
         if self.phonemizer is not None:
             text = self.phonemizer.phonemize(text, separator="")
         return text
+
+    def symbols(self) -> Symbols:
+        """id -> symbol (a repeated symbol answers to each of its ids), blanks, bos/eos."""
+        names = dict(enumerate(self.vocabulary.vocab))
+        for ident, name in ((self.blank_id, "<blank>"), (self.bos_id, "<bos>"), (self.eos_id, "<eos>")):
+            names.setdefault(ident, name)
+        return Symbols(names, frozenset({self.blank_id} if self.add_blank else ()),
+                       frozenset({self.bos_id, self.eos_id} if self.use_eos_bos else ()))
+
+    def words(self, text: str, language: str | None = None) -> list[str]:
+        """The cleaned text's words: what the phonemes of each word were made from."""
+        return self.clean(text, language).split()
 
     def text_to_ids(self, text: str, language: str | None = None) -> list[int]:
         if not isinstance(text, str):
