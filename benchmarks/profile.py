@@ -112,7 +112,7 @@ class _Profiled:
         options.profile_file_prefix = str(folder / model.stem)
         options.optimized_model_filepath = str(folder / f"{model.stem}.optimized.onnx")  # the names it reports
         options.log_severity_level = 3  # not the warning that the saved graph is for this CPU only
-        self.voice = Voice.load(model, threads=threads, session_options=options)
+        self.voice = Voice.load(model, threads=threads, session_options=options, streaming=False)  # the whole graph
         self.names = UnitNames(source)
         self.order = list(dict.fromkeys([*self.names.units.values(), GLUE, INSERTED]))
         self.units = self.names.graph(onnx.load(options.optimized_model_filepath))

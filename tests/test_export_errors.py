@@ -96,7 +96,7 @@ def test_existing_output_needs_force(voices, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
     assert export_cli(config, checkpoint, out, "--force") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.onnx.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.onnx.json", "pieces"]
     assert not leftovers(tmp_path)
 
 

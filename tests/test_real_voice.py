@@ -123,3 +123,16 @@ def test_make_demo_writes_playable_wav(tmp_path):
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     assert 3.0 < seconds < 15.0
     assert np.abs(pcm).max() > 3000  # speech, not silence
+    timings = json.loads((demo / "hello.json").read_text())
+    assert timings["samples"] == len(pcm) and timings["sentences"][0]["words"][0]["text"] == "Hello"
+    # The demo text is one the voice reads well: Whisper writes it back (an earlier one, about "Coqui VITS"
+    # and "ONNX", came back as "a cock we bits checkpoint to Onks"). One word of slack for the noise.
+    from exporter.quality import Scorer, error_counts, resample
+
+    scorer = Scorer(threads=2)
+    if scorer.asr is None:
+        pytest.skip(scorer.asr_error)
+    demo_text = next(line.split("?=", 1)[1].strip() for line in (REPO / "Makefile").read_text().splitlines()
+                     if line.startswith("DEMO_TEXT"))
+    transcript = scorer.transcribe(resample(pcm.astype(np.float32) / 32768, 22050, 16000))
+    assert error_counts(demo_text, transcript)["word_errors"] <= 1, transcript

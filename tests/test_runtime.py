@@ -14,6 +14,7 @@ import pytest
 
 from runtime import contract
 from runtime.synthesize import main as synthesize_main
+from runtime.pieces import Pieces
 from runtime.voice import AudioChunk, Voice, VoiceError
 from tests_helpers import REPO, leftovers
 
@@ -70,7 +71,10 @@ def test_from_session_and_thread_options(exported):
     sidecar = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())
     voice = Voice.from_session(session, sidecar)
     assert len(list(voice.synthesize("One sentence."))) == 1
-    assert Voice.load(folder, threads=1).session.get_session_options().intra_op_num_threads == 1
+    pieces = Voice.load(folder, threads=1).pieces
+    for session in (pieces.frontend, pieces.decoder):
+        assert session.get_session_options().intra_op_num_threads == 1
+    assert Voice.load(folder, threads=1, streaming=False).session.get_session_options().intra_op_num_threads == 1
 
 
 def test_speakers(exported):
@@ -90,10 +94,10 @@ def test_synthesize_wav_is_16bit_mono_and_atomic(exported, tmp_path, monkeypatch
     rate, pcm = read_wav(out)
     assert rate == 16000 and len(pcm) > 0
 
-    def boom(self, ids, syn=None):
+    def boom(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(Voice, "ids_to_audio", boom)
+    monkeypatch.setattr(Pieces, "decode", boom)
     with pytest.raises(RuntimeError):
         voice.synthesize_wav(TEXT, tmp_path / "b.wav")
     assert not (tmp_path / "b.wav").exists() and not leftovers(tmp_path)
@@ -150,9 +154,13 @@ def test_missing_and_corrupt_voice_files(exported, tmp_path):
     with pytest.raises(VoiceError, match="missing or has a bad field"):
         Voice.load(folder)
     sidecar.write_text(good)
+    decoder = folder / contract.piece_name(contract.MODEL_FILE, "decoder")
+    decoder.write_bytes(b"not an onnx model")
+    with pytest.raises(VoiceError, match="streaming pieces of .*model.onnx could not be loaded.*exporter split"):
+        Voice.load(folder)
     (folder / "model.onnx").write_bytes(b"not an onnx model")
     with pytest.raises(VoiceError, match="model.onnx could not be loaded"):
-        Voice.load(folder)
+        Voice.load(folder, streaming=False)
     sidecar.unlink()
     with pytest.raises(FileNotFoundError, match="model.onnx.json not found"):
         Voice.load(folder / "model.onnx")

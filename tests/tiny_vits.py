@@ -81,15 +81,32 @@ def tiny_config(*, phonemes: bool = False, speakers: list[str] | None = None,
 
 
 def build_voice(folder: Path, seed: int = 0, **kwargs) -> tuple[Path, Path]:
-    """Write config.json + model.pth of a random tiny VITS; zero-initialised layers get small noise."""
+    """Write config.json + model.pth of a random tiny VITS; zero-initialised layers get small noise.
+
+    Initialised as for training, a random voice barely uses its context: HiFi-GAN's weights (N(0, 0.01))
+    shrink the signal at every convolution and the flow's couplings start near the identity, so a latent
+    frame 12 frames away moved the audio by 5e-8 and a test of chunked decoding could not fail. The
+    convolutions of the decoder and of the flow's WaveNets get weights of norm 1 per output channel (weight
+    norm's ``g``) and the couplings' output layers weights of unit gain, so the signal keeps its scale from
+    layer to layer and the audio depends on every latent frame within the receptive field."""
     torch.manual_seed(seed)
     config = tiny_config(**kwargs)
-    model = Vits(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            if torch.count_nonzero(param) == 0:
-                param.normal_(0.0, 0.05)
+    model = lively(Vits(config))
     folder.mkdir(parents=True, exist_ok=True)
     config.save_json(str(folder / "config.json"))
     torch.save({"model": model.state_dict()}, folder / "model.pth")
     return folder / "config.json", folder / "model.pth"
+
+
+def lively(model):
+    """Random weights that use the whole receptive field (see build_voice); returns ``model``."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if torch.count_nonzero(param) == 0:
+                param.normal_(0.0, 0.05)
+        for module in [*model.waveform_decoder.modules(), *model.flow.modules()]:
+            if hasattr(module, "parametrizations") and hasattr(module.parametrizations, "weight"):
+                module.parametrizations.weight.original0.fill_(1.0)
+        for coupling in model.flow.flows:
+            coupling.post.weight.normal_(0.0, coupling.post.weight.shape[1] ** -0.5)
+    return model
