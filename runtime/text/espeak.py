@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 
+from . import libespeak
 from .errors import EspeakNotFound, FrontendError, UnsupportedTokenizer
 from .punctuation import DEFAULT_PUNCTUATIONS, Punctuation
 
@@ -47,9 +48,20 @@ class EspeakRunner:
                 raise FrontendError(f"espeak_data {os.fspath(espeak_data)!r} is not an espeak-ng data folder "
                                     "(pass the folder holding espeak-ng-data, or espeak-ng-data itself)")
         self._languages: set[str] | None = None
+        self.in_process = os.environ.get("VITS_EDGE_ESPEAK", "library") != "program"
 
     def run(self, args: list[str], text: str | None = None) -> list[str]:
-        """stdout lines of ``espeak-ng -q -b 1 [--path=DATA] ARGS [-f FILE-with-text]``, without the final newline."""
+        """stdout lines of ``espeak-ng -q -b 1 [--path=DATA] ARGS [-f FILE-with-text]``, without the final newline.
+
+        Phonemes of a text come from libespeak-ng in this process where it can be loaded (the program's own
+        calls, 12x faster: see libespeak.py); anything else runs the program."""
+        parsed = libespeak.parse(args) if text is not None and self.in_process else None
+        lib = libespeak.library(self.data) if parsed is not None else None
+        if lib is not None:
+            try:
+                return libespeak.run(lib, parsed, text)
+            except ValueError as exc:
+                raise FrontendError(f"espeak-ng failed: {exc}") from exc
         cmd = [self.binary, "-q", "-b", "1"]
         if self.data is not None:
             cmd.append(f"--path={self.data}")
