@@ -189,11 +189,12 @@ def context(chain: list[Layer]) -> int:
 @dataclass(frozen=True)
 class Schedule:
     """Chunk sizes in latent frames: a small first chunk, each next one ``growth`` times larger, up
-    to ``max_frames``; a last remainder shorter than ``first_frames`` joins the chunk before it."""
+    to ``max_frames``; a last remainder shorter than ``first_frames`` joins the chunk before it.
+    (``Pacer`` sizes chunks by the audio the listener has in hand, within the same bounds.)"""
 
-    first_frames: int = 16
-    growth: float = 2.0
-    max_frames: int = 256
+    first_frames: int = 8
+    growth: float = 8.0
+    max_frames: int = 512
 
     def __post_init__(self):
         if not (isinstance(self.first_frames, int) and 1 <= self.first_frames <= 100_000):
@@ -205,19 +206,83 @@ class Schedule:
             raise ChunkingError(f"chunk growth must be between 1 and 16, not {self.growth!r}")
 
     def chunks(self, frames: int) -> list[tuple[int, int]]:
-        bounds, start, size = [], 0, float(self.first_frames)
+        return [(a, b) for a, b, _ in self.bounds(frames)]
+
+    def bounds(self, frames: int):
+        """``(start, end, last)`` of each chunk of a sentence of ``frames`` frames."""
+        start, size = 0, float(self.first_frames)
         while start < frames:
-            end = min(frames, start + int(size))
-            if frames - end < self.first_frames:
-                end = frames
-            bounds.append((start, end))
+            end = _end(start, int(size), frames, self.first_frames)
+            yield start, end, end == frames
             start, size = end, min(size * self.growth, self.max_frames)
-        return bounds
+
+    def record(self, frames: int, seconds: float) -> None:
+        """A fixed schedule does not listen to how long chunks take."""
 
 
-# Streaming: a first chunk of 8 frames (93 ms at 22 kHz) is out ~5 ms after the frontend on a 2-core x86;
-# each next chunk is twice as long, up to 256 frames, so the context decoded twice stays a few percent of
-# the work. Whole sentences are decoded in chunks of 512 frames all the same: the audio-rate tensors of a
+def _end(start: int, size: int, frames: int, smallest: int) -> int:
+    end = min(frames, start + size)
+    return frames if frames - end < smallest else end  # no tiny last chunk
+
+
+class Pacer:
+    """Chunk sizes from the audio the listener has in hand, for one stream of sentences.
+
+    While nothing is playing, the chunk is ``first_frames`` (first audio soon). From then on the
+    listener is assumed to play in real time from the first chunk: each chunk is as large as half the
+    audio still in hand pays for at the decode speed measured on the previous chunk (overhead
+    included, so small chunks make it cautious), at most ``growth`` times the previous chunk and
+    ``max_frames`` (memory). Fewer, larger chunks decode less context twice; a later sentence that
+    starts while earlier audio is still playing starts with large chunks. Chunk sizes never change
+    the audio, only when it is ready. ``clock`` is for tests.
+    """
+
+    HEADROOM = 0.5  # the share of the audio in hand a chunk may take to decode
+
+    def __init__(self, schedule: Schedule, frame_seconds: float, clock=None):
+        import time
+
+        self.schedule = schedule
+        self.frame_seconds = frame_seconds
+        self.clock = clock or time.monotonic
+        self.started: float | None = None  # when the first chunk was ready
+        self.produced = 0.0  # seconds of audio made
+        self.per_frame: float | None = None  # seconds to decode a frame, last measured
+        self.previous = 0
+
+    def in_hand(self) -> float:
+        """Seconds of audio made and not yet played."""
+        return 0.0 if self.started is None else self.produced - (self.clock() - self.started)
+
+    def size(self) -> int:
+        s = self.schedule
+        if self.started is None or self.per_frame is None:
+            return s.first_frames
+        cap = min(s.max_frames, max(s.first_frames, int(self.previous * s.growth)))
+        in_hand = self.in_hand()
+        if in_hand <= 0:  # falling behind: small chunks would only add overhead
+            return cap
+        return max(s.first_frames, min(cap, int(in_hand * self.HEADROOM / self.per_frame)))
+
+    def bounds(self, frames: int):
+        start = 0
+        while start < frames:
+            end = _end(start, self.size(), frames, self.schedule.first_frames)
+            yield start, end, end == frames
+            start = end
+
+    def record(self, frames: int, seconds: float) -> None:
+        """A chunk of ``frames`` frames took ``seconds`` to decode and is ready now."""
+        if self.started is None:
+            self.started = self.clock()
+        self.per_frame = seconds / max(frames, 1)
+        self.previous = frames
+        self.produced += frames * self.frame_seconds
+
+
+# Streaming: a first chunk of 8 frames (93 ms at 22 kHz) is ready ~5 ms after the frontend on a 2-core x86;
+# then the Pacer sizes chunks by the audio in hand (up to 8x the previous one, at most 512 frames).
+# Whole sentences are decoded in chunks of 512 frames all the same: the audio-rate tensors of a
 # 400-character piece would otherwise take hundreds of MB.
-STREAM = Schedule(first_frames=8, growth=2.0, max_frames=256)
+STREAM = Schedule(first_frames=8, growth=8.0, max_frames=512)
 WHOLE = Schedule(first_frames=512, growth=1.0, max_frames=512)

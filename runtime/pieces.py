@@ -11,6 +11,7 @@ whole graph gives; with noise, the draw comes from numpy instead of onnxruntime'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +103,12 @@ class Pieces:
         t0, t1 = plan.trim
         return audio[t0:t1]
 
-    def stream(self, latents: np.ndarray, schedule: chunking.Schedule, sid: int | None = None
+    def stream(self, latents: np.ndarray, chunker: chunking.Schedule | chunking.Pacer, sid: int | None = None
                ) -> Iterator[tuple[int, np.ndarray, bool]]:
-        """``(sample offset, audio, last)`` for each chunk of the schedule, in order, each as soon as it is made."""
-        chunks = schedule.chunks(latents.shape[2])
-        for k, (start, end) in enumerate(chunks):
-            yield start * self.hop_length, self.decode(latents, start, end, sid), k == len(chunks) - 1
+        """``(sample offset, audio, last)`` for each chunk, in order, each as soon as it is made; ``chunker`` (a
+        fixed Schedule or a Pacer) sizes the chunks and is told how long each took."""
+        for start, end, last in chunker.bounds(latents.shape[2]):
+            began = time.perf_counter()
+            audio = self.decode(latents, start, end, sid)
+            chunker.record(end - start, time.perf_counter() - began)
+            yield start * self.hop_length, audio, last

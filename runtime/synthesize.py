@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime.chunking import STREAM
+from runtime.chunking import STREAM, WHOLE
 from runtime.files import check_folder
 
 EXIT_USAGE = 2
@@ -52,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="make the noise repeatable")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     p.add_argument("--first-chunk", type=int, metavar="FRAMES", default=STREAM.first_frames,
-                   help=f"frames in the first chunk of a sentence (default {STREAM.first_frames}; a frame is the voice's hop "
-                        "length, 256 samples for most voices)")
+                   help=f"--output-raw: frames in the first chunk (default {STREAM.first_frames}; a frame is the voice's "
+                        "hop length, 256 samples for most voices); later chunks are as large as the audio already "
+                        "written pays for")
     p.add_argument("--max-chunk", type=int, metavar="FRAMES", default=STREAM.max_frames,
-                   help=f"largest chunk: chunks double from the first up to this (default {STREAM.max_frames})")
+                   help=f"largest chunk (default {STREAM.max_frames}): bounds memory")
     p.add_argument("--no-streaming", action="store_true", help="write whole sentences, not chunks as they are made")
     p.add_argument("--espeak-data", help="espeak-ng data folder (passed as --path to espeak-ng)")
     p.add_argument("--list-speakers", action="store_true", help="print the voice's speakers and exit")
@@ -137,17 +138,21 @@ def run(args: argparse.Namespace) -> int:
         lines = _stdin_lines()
     lines = _nonempty(lines)
     try:
-        schedule = Schedule(first_frames=args.first_chunk, growth=2.0, max_frames=args.max_chunk)
+        schedule = Schedule(first_frames=args.first_chunk, growth=STREAM.growth, max_frames=args.max_chunk)
     except ChunkingError as exc:
         raise InputError(f"{exc} (--first-chunk / --max-chunk)") from exc
     timings = Timings() if args.output_alignments else None
     if timings is not None:
         check_folder(args.output_alignments)
-    kwargs = dict(speaker=args.speaker, language=args.language, length_scale=args.length_scale,
-                  noise_scale=args.noise_scale, noise_w=args.noise_w, alignments=timings is not None, seed=args.seed)
-    if not args.no_streaming:
-        kwargs["schedule"] = schedule
-    chunks = voice.synthesize(lines, **kwargs) if args.no_streaming else voice.stream(lines, **kwargs)
+    kwargs = {"speaker": args.speaker, "language": args.language, "length_scale": args.length_scale,
+              "noise_scale": args.noise_scale, "noise_w": args.noise_w, "alignments": timings is not None,
+              "seed": args.seed}
+    if args.no_streaming:
+        chunks = voice.synthesize(lines, **kwargs)
+    elif args.output_raw:  # played as it comes: the first chunk early, then as large as the audio in hand allows
+        chunks = voice.stream(lines, schedule=schedule, **kwargs)
+    else:  # a WAV file appears when it is complete: chunks only keep memory flat
+        chunks = voice.stream(lines, schedule=WHOLE, paced=False, **kwargs)
     if args.output_raw:
         out = sys.stdout.buffer
         for chunk in chunks:

@@ -203,10 +203,11 @@ class Voice:
         return audio.astype(np.float32, copy=False)
 
     def ids_to_stream(self, ids: list[int], syn: SynthesisConfig | None = None,
-                      schedule: chunking.Schedule = STREAM, *, rng: np.random.Generator | None = None,
+                      chunker: chunking.Schedule | chunking.Pacer = STREAM, *, rng: np.random.Generator | None = None,
                       encoded=None) -> Iterator[tuple[int, np.ndarray, bool]]:
-        """``(sample offset, audio, last)`` chunks of one utterance, each as soon as it is decoded. A voice
-        without streaming pieces gives the whole utterance as one chunk (and says so once)."""
+        """``(sample offset, audio, last)`` chunks of one utterance, each as soon as it is decoded, sized by
+        ``chunker`` (a fixed ``Schedule``, or a ``Pacer``). A voice without streaming pieces gives the whole
+        utterance as one chunk (and says so once)."""
         syn = syn or SynthesisConfig()
         if not ids:
             return
@@ -219,7 +220,7 @@ class Voice:
         if encoded is None:
             encoded = self.pieces.encode(self._feeds(ids, syn), rng)
         latents = self.pieces.latents(encoded, float(self._scales(syn)[0]), rng)
-        yield from self.pieces.stream(latents, schedule, self.speaker_id(syn.speaker))
+        yield from self.pieces.stream(latents, chunker, self.speaker_id(syn.speaker))
 
     def _say_whole(self) -> None:
         if not self._warned_whole:
@@ -236,18 +237,23 @@ class Voice:
     # -- text to audio ----------------------------------------------------------------------------
     def stream(self, text: str | Iterable[str], speaker: str | int | None = None,
                length_scale: float | None = None, noise_scale: float | None = None, noise_w: float | None = None,
-               language: str | None = None, *, schedule: chunking.Schedule | None = None, alignments: bool = False,
-               seed: int | None = None) -> Iterator[AudioChunk]:
-        """Yield audio as it is made: chunks of each sentence, the first one early (``schedule``), each
-        knowing its sentence and sample offset; with ``alignments`` the first chunk of every sentence
-        carries the sentence's phoneme and word timings. ``text`` may be a string or an iterable of lines
-        (a file, stdin): only the current sentence is held in memory. A voice without streaming pieces
-        gives whole sentences (and says so once)."""
-        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed)
-        return self._chunks(text, syn, schedule or STREAM, alignments, whole_ok=False)
+               language: str | None = None, *, schedule: chunking.Schedule = STREAM, paced: bool = True,
+               alignments: bool = False, seed: int | None = None) -> Iterator[AudioChunk]:
+        """Yield audio as it is made: chunks of each sentence, each knowing its sentence and sample offset.
 
-    def _chunks(self, text, syn: SynthesisConfig, schedule: chunking.Schedule, alignments: bool,
-                whole_ok: bool) -> Iterator[AudioChunk]:
+        The first chunk is ``schedule.first_frames`` long; then (``paced``) each chunk is as large as the
+        audio already made pays for, assuming it is played as it comes (``chunking.Pacer``), within the
+        schedule's growth and largest chunk; ``paced=False`` follows the schedule as it is. With
+        ``alignments`` the first chunk of every sentence carries the sentence's phoneme and word timings.
+        ``text`` may be a string or an iterable of lines (a file, stdin): only the current sentence is
+        held in memory. A voice without streaming pieces gives whole sentences (and says so once)."""
+        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed)
+        chunker = schedule
+        if paced and self.pieces is not None:
+            chunker = chunking.Pacer(schedule, self.pieces.hop_length / self.sample_rate)
+        return self._chunks(text, syn, chunker, alignments, whole_ok=False)
+
+    def _chunks(self, text, syn: SynthesisConfig, chunker, alignments: bool, whole_ok: bool) -> Iterator[AudioChunk]:
         self.speaker_id(syn.speaker)  # fail on a bad speaker before any work
         language, _ = self.language_id(syn.language)
         if alignments and self.pieces is None:
@@ -269,7 +275,7 @@ class Voice:
                 encoded = self.pieces.encode(self._feeds(ids, syn), rng)
                 if alignments:
                     timing = self.alignment(sentence, ids, encoded, language)
-                parts = self.ids_to_stream(ids, syn, schedule, rng=rng, encoded=encoded)
+                parts = self.ids_to_stream(ids, syn, chunker, rng=rng, encoded=encoded)
             for offset, audio, last in parts:
                 yield AudioChunk(sentence, audio.astype(np.float32, copy=False), self.sample_rate, index, offset,
                                  last, timing if offset == 0 else None)

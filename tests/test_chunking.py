@@ -93,3 +93,46 @@ def test_bad_architecture_is_a_clear_error(edit, match):
     edit(arch)
     with pytest.raises(ChunkingError, match=match):
         chunking.layers(arch)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_pacer_starts_small_then_sizes_chunks_by_the_audio_in_hand():
+    """Frames of 10 ms, decoding at 1 ms a frame: the first chunk is small, then each is as large as half the
+    audio in hand pays for, at most 8x the one before and 512 frames."""
+    clock = Clock()
+    pacer = chunking.Pacer(Schedule(first_frames=8, growth=8.0, max_frames=512), frame_seconds=0.010, clock=clock)
+    sizes = []
+    for start, end, last in pacer.bounds(2000):
+        size = end - start
+        sizes.append(size)
+        clock.now += size * 0.001  # decoding it
+        pacer.record(size, size * 0.001)
+    assert sizes[0] == 8 and sum(sizes) == 2000
+    assert all(b <= 8 * a for a, b in zip(sizes, sizes[1:-1]))
+    assert max(sizes) == 512 and len(sizes) <= 8
+    # 8 frames in hand (80 ms) after the first; half of it decodes 40 frames at 1 ms each
+    assert sizes[1] == 40
+
+
+def test_pacer_lets_a_later_sentence_start_large_and_a_slow_device_take_small_steps():
+    clock = Clock()
+    pacer = chunking.Pacer(Schedule(first_frames=8, growth=8.0, max_frames=512), frame_seconds=0.010, clock=clock)
+    for start, end, _ in pacer.bounds(600):  # the first sentence: 6 s of audio made in well under a second
+        clock.now += (end - start) * 0.001
+        pacer.record(end - start, (end - start) * 0.001)
+    first_of_next = next(pacer.bounds(300))
+    assert first_of_next[1] - first_of_next[0] == 300  # audio in hand: no need for a small first chunk
+    slow = chunking.Pacer(Schedule(first_frames=8, growth=8.0, max_frames=512), frame_seconds=0.010, clock=clock)
+    sizes = []
+    for start, end, _ in slow.bounds(200):  # decoding at 8 ms a frame: barely faster than real time
+        sizes.append(end - start)
+        clock.now += (end - start) * 0.008
+        slow.record(end - start, (end - start) * 0.008)
+    assert sizes[:3] == [8, 8, 8]  # it stays small while the audio in hand is small

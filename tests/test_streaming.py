@@ -252,7 +252,7 @@ def test_split_an_older_export_in_place(exported, tmp_path):
 def test_stream_chunks_know_their_sentence_and_offset(exported):
     voice = Voice.load(exported("char"))
     text = f"Short one. {LONG}. And the end!"
-    chunks = list(voice.stream(text, schedule=Schedule(4, 2.0, 32), seed=3))
+    chunks = list(voice.stream(text, schedule=Schedule(4, 2.0, 32), paced=False, seed=3))
     sentences = sorted({c.sentence for c in chunks})
     assert sentences == [0, 1, 2]
     for index in sentences:
@@ -262,11 +262,13 @@ def test_stream_chunks_know_their_sentence_and_offset(exported):
         assert len({c.text for c in mine}) == 1
     long = [c for c in chunks if c.sentence == 1]
     assert len(long) > 3 and len(long[0].audio) == 4 * voice.pieces.hop_length
-    # the same seed gives the same noise: streamed and whole sentences agree
+    # the same seed gives the same noise: streamed (fixed or paced chunks) and whole sentences agree
     whole = list(voice.synthesize(text, seed=3))
+    paced = list(voice.stream(text, seed=3))
     for index, sentence in enumerate(whole):
-        joined = np.concatenate([c.audio for c in chunks if c.sentence == index])
-        assert snr_db(sentence.audio, joined) > 60
+        for stream in (chunks, paced):
+            joined = np.concatenate([c.audio for c in stream if c.sentence == index])
+            assert snr_db(sentence.audio, joined) > 60
 
 
 def test_first_chunk_comes_before_the_rest_is_decoded(exported, monkeypatch):
