@@ -112,35 +112,48 @@ def _relative_embeddings_any_length(self, relative_embeddings, length):
     return padded[:, window + 1 : window + 2 * length]
 
 
+def _band_to_absolute(band, t: int):
+    """``[..., T, 2w+1]`` (relative positions -w..w of each row) -> ``[..., T, T]`` with zeros beyond the band:
+    padded to ``T + 2w + 1`` columns and read back with rows one element shorter, each row shifts by its
+    index (the same skew as Coqui's ``_relative_position_to_absolute_position``, on the band only)."""
+    k = band.size(-1)
+    w = (k - 1) // 2
+    lead = band.shape[:-2]
+    flat = F.pad(band, [0, t]).reshape(*lead, t * (t + k))[..., : t * (t + k - 1)]
+    return flat.reshape(*lead, t, t + k - 1)[..., w : w + t]
+
+
+def _absolute_to_band(x, w: int):
+    """``[..., T, T]`` -> ``[..., T, 2w+1]``: entry ``r`` of row ``i`` is ``x[i, i + r - w]`` (0 outside)."""
+    t = x.size(-1)
+    lead = x.shape[:-2]
+    flat = F.pad(x, [w, w]).reshape(*lead, t * (t + 2 * w))
+    flat = F.pad(flat, [0, t])
+    return flat[..., : t * (t + 2 * w + 1)].reshape(*lead, t, t + 2 * w + 1)[..., : 2 * w + 1]
+
+
 def _attention_banded(self, query, key, value, mask=None):
     """Coqui's ``RelativePositionMultiHeadAttention.attention`` with the relative-position terms computed on the
     band where they can be non-zero.
 
     Coqui pads the ``2w+1`` relative embeddings with zero rows to ``2T-1`` positions, multiplies them with
-    every query (``[T, 2T-1]``) and shifts the result to absolute positions with pads and reshapes
-    (and back for the values): O(T^2) work and memory per layer for terms that are zero outside
-    ``|i - j| <= w``. Here the ``2w+1`` terms are multiplied and gathered into place: the same products
-    and sums (the zero rows add nothing), 25% of the text encoder's time on a 440-token sentence.
+    every query (``[T, 2T-1]``) and skews the result to absolute positions (and back for the values):
+    O(T^2 d) work per layer for terms that are zero outside ``|i - j| <= w``. Here only the ``2w+1`` rows
+    are multiplied and the band is skewed into place: the same products and sums (the zero rows add
+    nothing), and the frontend of a 440-token sentence 15-20% faster.
     """
     b, d, t_s, t_t = (*key.size(), query.size(2))
     query = query.view(b, self.num_heads, self.k_channels, t_t).transpose(2, 3)
     key = key.view(b, self.num_heads, self.k_channels, t_s).transpose(2, 3)
     value = value.view(b, self.num_heads, self.k_channels, t_s).transpose(2, 3)
     scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(self.k_channels)
-    w = self.rel_attn_window_size
-    rows = torch.arange(t_t, device=query.device)
-    offsets = torch.arange(t_s, device=query.device)[None, :] - rows[:, None]  # j - i
     band = torch.matmul(query, self.emb_rel_k.unsqueeze(0).transpose(-2, -1))  # [b, h, T, 2w+1]
-    index = (offsets.clamp(-w, w) + w).expand(b, self.num_heads, t_t, t_s)
-    relative = torch.gather(band, 3, index).masked_fill((offsets.abs() > w)[None, None], 0.0)
-    scores = scores + relative / math.sqrt(self.k_channels)
+    scores = scores + _band_to_absolute(band, t_s) / math.sqrt(self.k_channels)
     if mask is not None:
         scores = scores.masked_fill(mask == 0, -1e4)
     p_attn = F.softmax(scores, dim=-1)
     output = torch.matmul(p_attn, value)
-    cols = rows[:, None] + torch.arange(-w, w + 1, device=query.device)[None, :]  # i + r
-    weights = torch.gather(p_attn, 3, cols.clamp(0, t_s - 1).expand(b, self.num_heads, t_t, 2 * w + 1))
-    weights = weights.masked_fill(((cols < 0) | (cols >= t_s))[None, None], 0.0)
+    weights = _absolute_to_band(p_attn, self.rel_attn_window_size)  # p_attn[i, i + r]
     output = output + torch.matmul(weights, self.emb_rel_v.unsqueeze(0))
     return output.transpose(2, 3).contiguous().view(b, d, t_t), p_attn
 

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 tiny_vits = pytest.importorskip("tiny_vits")
 
 from exporter.verify import onnx_feeds, snr_db, torch_audio, zero_noise  # noqa: E402
@@ -139,3 +139,23 @@ def test_weight_norm_removed_before_tracing(exported):
     model = onnx.load(str(exported("char") / "model.onnx"))
     names = [i.name for i in model.graph.initializer]
     assert not any("original0" in n or "weight_g" in n for n in names)
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 7, 20])
+def test_relative_attention_band_skews_exactly(t):
+    """The exported attention moves the 2w+1 relative terms into place by padding and reshaping (no index
+    tensors): the same numbers, zeros outside the band, for every length including one token."""
+    from exporter.onnx_export import _absolute_to_band, _band_to_absolute
+
+    w = 4
+    band = torch.randn(1, 2, t, 2 * w + 1)
+    absolute = torch.zeros(1, 2, t, t)
+    back = torch.zeros(1, 2, t, 2 * w + 1)
+    full = torch.randn(1, 2, t, t)
+    for i in range(t):
+        for j in range(t):
+            if abs(j - i) <= w:
+                absolute[..., i, j] = band[..., i, j - i + w]
+                back[..., i, j - i + w] = full[..., i, j]
+    assert torch.equal(_band_to_absolute(band, t), absolute)
+    assert torch.equal(_absolute_to_band(full, w), back)
