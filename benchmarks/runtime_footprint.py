@@ -1,12 +1,15 @@
-"""Device-side footprint: installed size, import time, streaming latency and memory.
+"""Device-side footprint: installed size, import time, first audio and memory, whatever the input.
 
-    python -m benchmarks.runtime_footprint --voice build/demo/voice [--paragraphs 1 50]
+    python -m benchmarks.runtime_footprint --voice build/demo/voice
+    python -m benchmarks.runtime_footprint --voice build/demo/voice --inputs sentence paragraphs:50 line:100000
 
 * installed size: the project's wheel in a fresh venv with only onnxruntime and numpy
   (pip and setuptools excluded);
 * import time: ``python -c "from runtime.voice import Voice"`` in that venv (median of 5);
-* streaming: ``python -m runtime.synthesize --output-raw`` on N paragraphs of five sentences,
-  each in its own process: time to the first audio bytes, total time, and the process's peak RSS.
+* ``python -m runtime.synthesize --output-raw`` in that venv, each input in its own process: time to
+  the first audio bytes, total time, and the process's peak RSS. Inputs: ``sentence`` (one
+  sentence), ``paragraphs:N`` (N paragraphs of five sentences), ``line:N`` (one line of N
+  characters without punctuation, which the runtime speaks in pieces of at most 400 characters).
 """
 
 from __future__ import annotations
@@ -59,9 +62,30 @@ def import_seconds(py: Path, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def stream(py: Path, voice: Path, paragraphs: int, threads: int) -> dict:
+LINE_WORDS = ("the quick brown fox jumps over the lazy dog while a small bird sings in the old tree and the "
+              "river runs past the mill toward the quiet town").split()
+
+
+def text_for(spec: str) -> str:
+    """``sentence``, ``paragraphs:N`` or ``line:N`` -> the text."""
+    kind, _, count = spec.partition(":")
+    if kind == "sentence":
+        return PARAGRAPH.split(". ")[0] + "."
+    if kind == "paragraphs":
+        return "\n\n".join([PARAGRAPH] * int(count or 1))
+    if kind == "line":
+        words, size = [], 0
+        while size < int(count):
+            words.append(LINE_WORDS[len(words) % len(LINE_WORDS)])
+            size += len(words[-1]) + 1
+        return " ".join(words)[: int(count)]
+    raise ValueError(f"unknown input {spec!r}: sentence, paragraphs:N or line:N")
+
+
+def stream(py: Path, voice: Path, spec: str, threads: int) -> dict:
+    text = text_for(spec)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
-        f.write("\n\n".join([PARAGRAPH] * paragraphs))
+        f.write(text)
         text_file = f.name
     start = time.perf_counter()
     proc = subprocess.Popen([str(py), "-m", "runtime.synthesize", "-m", str(voice), "--text-file", text_file,
@@ -73,7 +97,7 @@ def stream(py: Path, voice: Path, paragraphs: int, threads: int) -> dict:
     os.unlink(text_file)
     if status != 0:
         raise RuntimeError(f"synthesize failed with status {status}")
-    return {"paragraphs": paragraphs, "characters": paragraphs * len(PARAGRAPH) + 2 * (paragraphs - 1),
+    return {"input": spec, "characters": len(text),
             "first_audio_s": round(first_audio, 3), "total_s": round(time.perf_counter() - start, 2),
             "audio_s": round(total_bytes / 2 / 22050, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
@@ -81,13 +105,14 @@ def stream(py: Path, voice: Path, paragraphs: int, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voice", type=Path, required=True)
-    parser.add_argument("--paragraphs", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--inputs", nargs="+", default=["sentence", "paragraphs:1", "paragraphs:50", "line:100000"],
+                        help="sentence, paragraphs:N, line:N (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         py = slim_venv(Path(tmp))
         result = {"installed_mb": round(installed_mb(py), 1), "import_s": round(import_seconds(py), 3),
-                  "streaming": [stream(py, args.voice.resolve(), n, args.threads) for n in args.paragraphs]}
+                  "streaming": [stream(py, args.voice.resolve(), spec, args.threads) for spec in args.inputs]}
     print(json.dumps(result, indent=2))
     return 0
 

@@ -16,7 +16,7 @@ _X86_FEATURES = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VN
                  "amx_int8": "AMX-INT8"}
 _ARM_FEATURES = {"asimd": "NEON", "asimddp": "dot-product", "i8mm": "I8MM", "sve": "SVE"}
 _VERSIONS = ("vits-edge", "onnxruntime", "torch", "numpy", "coqui-tts", "piper-tts", "sherpa-onnx", "faster-whisper",
-             "ctranslate2", "speechmos")
+             "ctranslate2", "speechmos", "streaming-vits")
 
 
 def _cpuinfo() -> str:

@@ -47,9 +47,10 @@ def serve(conn, spec: dict) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(spec["threads"])
     from benchmarks.engines import ENGINES
+    from benchmarks.stream_engines import STREAM_ENGINES
 
     try:
-        engine = ENGINES[spec["kind"]](spec)
+        engine = {**ENGINES, **STREAM_ENGINES}[spec["kind"]](spec)
         start = time.perf_counter()
         engine.import_libs()
         imported = time.perf_counter()
@@ -80,6 +81,8 @@ def serve(conn, spec: dict) -> None:
                 t0 = time.perf_counter()
                 audio = engine.first_audio()
                 reply = {"seconds": time.perf_counter() - t0, "samples": len(audio)}
+            elif op == "speak":
+                reply = engine.speak(msg["text"])
             else:
                 reply = {"error": f"unknown request {op!r}"}
         except BaseException as exc:

