@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from exporter.errors import ExportError
+from exporter.specialize import drop_full_masks
 from runtime import chunking, contract
 
 _COUPLING_END = re.compile(r"^/flow/flows\.(\d+)/Concat$")
@@ -229,6 +230,7 @@ def split(model: onnx.ModelProto, architecture: dict) -> tuple[onnx.ModelProto, 
     frontend = _model(model, nodes, frontend_inputs,
                       [helper.make_tensor_value_info(new, TensorProto.FLOAT, [1, None, None]) for _, new in renames],
                       used(nodes), "frontend")
+    drop_full_masks(frontend)  # one unpadded utterance at a time: its token mask is all ones
 
     # decoder: latents (z_p) -> output, the frame mask a constant, crops inserted
     nodes, inputs, _ = g.needed([contract.OUTPUT], stop={cut.prior_sample, cut.frame_mask})

@@ -217,6 +217,33 @@ def test_every_int8_variant_has_its_pieces(quantized):
             assert snr_db(reference, joined) > 60, name
 
 
+@pytest.mark.parametrize("kind", ["char", "languages"])
+def test_frontend_without_its_token_mask_gives_the_same_numbers(exported, monkeypatch, kind):
+    """The frontend piece drops the mask multiplications and masked fills that an unpadded utterance
+    does not need (exporter/specialize.py): the same bits out, for one token and for many."""
+    import onnx
+    import onnxruntime as ort
+
+    from exporter import specialize, split
+
+    folder = exported(kind)
+    model = onnx.load(str(folder / contract.MODEL_FILE))
+    architecture = json.loads((folder / "model.onnx.json").read_text())["streaming"]["architecture"]
+    lean, _ = split.split(model, architecture)
+    monkeypatch.setattr(split, "drop_full_masks", lambda m: 0)
+    full, _ = split.split(model, architecture)
+    assert specialize.drop_full_masks(onnx.ModelProto.FromString(full.SerializeToString())) > 0
+    assert len(lean.graph.node) < len(full.graph.node)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (lean, full)]
+    rng = np.random.default_rng(0)
+    for tokens in (1, 2, 17, 60):
+        feeds = specialize._sample_feeds(sessions[1], tokens)
+        feeds[contract.INPUT] = rng.integers(1, 30, (1, tokens)).astype(np.int64)
+        a, b = (s.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in s.get_inputs()}})
+                for s in sessions)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)), tokens
+
+
 def test_an_understated_receptive_field_fails_the_check(exported, tmp_path):
     from exporter import pieces
     from exporter.errors import ExportError
