@@ -167,7 +167,7 @@ class TorchEngine(Engine):
 class OrtEngine(Engine):
     """vits-edge's ``runtime.voice.Voice`` (onnxruntime) on model.onnx or a quantized sibling."""
 
-    ttfa_note = "Voice.synthesize(paragraph): its sentence splitter and frontend, first chunk"
+    ttfa_note = "Voice.stream(paragraph): its sentence splitter and frontend, the first chunk it decodes"
 
     def import_libs(self) -> None:
         from runtime.voice import SynthesisConfig, Voice  # noqa: F401
@@ -185,7 +185,7 @@ class OrtEngine(Engine):
         return self.voice.ids_to_audio(self.ids[index], syn)
 
     def first_audio(self) -> np.ndarray:
-        return next(iter(self.voice.synthesize(self.paragraph))).audio
+        return next(iter(self.voice.stream(self.paragraph))).audio
 
 
 # -- piper-tts ----------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class PiperEngine(Engine):
         return np.asarray(self.voice.phoneme_ids_to_audio(self.piper_ids[index], syn), dtype=np.float32).reshape(-1)
 
     def first_audio(self) -> np.ndarray:
-        return next(iter(self.voice.synthesize(self.paragraph))).audio_float_array
+        return next(iter(self.voice.stream(self.paragraph))).audio_float_array
 
 
 # -- sherpa-onnx ----------------------------------------------------------------------------------------

@@ -32,6 +32,22 @@ logger = logging.getLogger(__name__)
 
 
 
+_ARENA: list[bool] = []
+
+
+def _shared_arena() -> bool:
+    """Register, once per process, the CPU arena that sessions asking for ``use_env_allocators`` share."""
+    if not _ARENA:
+        try:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            _ARENA.append(True)
+        except Exception as exc:  # an older onnxruntime, or one registered by the application: not ours to share
+            logger.debug("no shared onnxruntime arena: %s", exc)
+            _ARENA.append(False)
+    return _ARENA[0]
+
+
 @dataclass
 class AudioChunk:
     """Audio of one sentence, or of a piece of it when streaming: float32 samples in [-1, 1]."""
@@ -105,6 +121,10 @@ class Voice:
                 # Two sessions take turns: each pool stops spinning when its run returns, or the idle one
                 # spins on the cores the other needs (first audio 29% of the sentence's time instead of 20%).
                 options.add_session_config_entry("session.force_spinning_stop", "1")
+                # ... and they share one memory arena, so the frontend's and the decoder's peaks do not add
+                # up: a 400-character piece peaked at 193 MB RSS instead of 211.
+                if _shared_arena():
+                    options.add_session_config_entry("session.use_env_allocators", "1")
             try:
                 pieces = Pieces.load(model.parent, record, config.architecture(), options=options, providers=providers)
             except VoiceError:

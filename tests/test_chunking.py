@@ -105,7 +105,7 @@ class Clock:
 
 def test_pacer_starts_small_then_sizes_chunks_by_the_audio_in_hand():
     """Frames of 10 ms, decoding at 1 ms a frame: the first chunk is small, then each is as large as half the
-    audio in hand pays for, at most 8x the one before and 512 frames."""
+    audio in hand pays for, at most 8x the one before and the largest chunk."""
     clock = Clock()
     pacer = chunking.Pacer(Schedule(first_frames=8, growth=8.0, max_frames=512), frame_seconds=0.010, clock=clock)
     sizes = []
