@@ -1,14 +1,14 @@
 """Write a voice's streaming pieces beside it, check them against the whole graph, record them.
 
-For each model of a voice folder (``model.onnx`` and every int8 variant) ``pieces/<stem>.frontend.onnx``
-and ``pieces/<stem>.decoder.onnx`` (exporter/split.py makes them). A variant whose frontend is the
-same as another model's (int8 plans leave the text encoder and duration predictor fp32) shares that
-file. The sidecar's ``streaming`` section says which pieces exist, what they need and what the check
-measured; the runtime reads it (runtime/config.py).
+For each model of a voice folder (``model.onnx`` and every int8 variant) ``pieces/<stem>.frontend.onnx``,
+``.flow.onnx`` and ``.vocoder.onnx`` (exporter/split.py makes them). A piece that computes what another
+model's does (int8 plans leave the text encoder and duration predictor fp32) shares that file. The
+sidecar's ``streaming`` section says which pieces exist, what they need and what the check measured;
+the runtime reads it (runtime/config.py).
 
 The check: at zero noise, on the export's verification sentences, the pieces decoded in small chunks
 (many boundaries) against the whole graph of the same model: same length always; at least 60 dB SNR
-where the decoder computes in floating point. A decoder with onnxruntime's *dynamic* int8 measures each
+where the flow and vocoder compute in floating point. One with onnxruntime's *dynamic* int8 measures each
 activation's range on the tensor it is given, so a chunk is quantized with its own ranges and cannot
 equal the whole sentence sample for sample; there the chunked audio must be as close to fp32 as the
 whole-sentence audio is (log-mel distance, within 0.05 dB). Static int8 has fixed ranges: exact.
@@ -70,8 +70,8 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
     options.add_session_config_entry("session.force_spinning_stop", "1")
     pieces = Pieces.load(folder, record, sidecar["streaming"]["architecture"], options=options,
                          providers=["CPUExecutionProvider"])
-    decoder = onnx.load(str(folder / record["decoder"]), load_external_data=False)
-    dynamic = any(n.op_type in DYNAMIC_OPS for n in decoder.graph.node)
+    dynamic = any(n.op_type in DYNAMIC_OPS for piece in ("flow", "vocoder")
+                  for n in onnx.load(str(folder / record[piece]), load_external_data=False).graph.node)
     fp32 = _voice(folder / contract.MODEL_FILE, sidecar) if dynamic and model_name != contract.MODEL_FILE else None
     language = next(iter(whole.config.languages), None)
     worst, worst_diff, mel = float("inf"), 0.0, []
@@ -137,20 +137,18 @@ def write(folder: Path, model_name: str, sidecar: dict) -> dict:
 
     folder = Path(folder)
     section = sidecar["streaming"]
-    frontend, decoder = split(onnx.load(str(folder / model_name)), section["architecture"])
+    made = dict(zip(contract.PIECES, split(onnx.load(str(folder / model_name)), section["architecture"])))
     (folder / contract.PIECES_DIR).mkdir(exist_ok=True)
     record = {}
-    for piece, model in (("frontend", frontend), ("decoder", decoder)):
+    for piece, model in made.items():
         mine = fingerprint(model)
         same = [r[piece] for name, r in section["pieces"].items() if name != model_name and piece in r
                 and (folder / r[piece]).is_file() and fingerprint(onnx.load(str(folder / r[piece]))) == mine]
         record[piece] = same[0] if same else contract.piece_name(model_name, piece)
         if not same:
             atomic_write_bytes(folder / record[piece], model.SerializeToString())
-    record["inputs"] = {"frontend": [i.name for i in frontend.graph.input],
-                        "decoder": [i.name for i in decoder.graph.input]}
-    record["outputs"] = {"frontend": [o.name for o in frontend.graph.output],
-                         "decoder": [o.name for o in decoder.graph.output]}
+    record["inputs"] = {piece: [i.name for i in model.graph.input] for piece, model in made.items()}
+    record["outputs"] = {piece: [o.name for o in model.graph.output] for piece, model in made.items()}
     record["verified"] = check(folder, model_name, sidecar, record)
     return record
 
@@ -205,6 +203,11 @@ def split_folder(voice_dir: Path) -> list[str]:
     models = [contract.MODEL_FILE] + sorted(p.name for p in voice_dir.glob("model.*.onnx"))
     for name in models:
         add(voice_dir, name)
+    records = json.loads(sidecar_path.read_text(encoding="utf-8"))["streaming"]["pieces"].values()
+    kept = {Path(r[p]).name for r in records for p in contract.PIECES}
+    for stale in (voice_dir / contract.PIECES_DIR).glob("*.onnx"):  # pieces of an older layout
+        if stale.name not in kept:
+            stale.unlink()
     return models
 
 

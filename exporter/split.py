@@ -1,10 +1,13 @@
-"""Cut a whole VITS graph into the two pieces streaming needs (see runtime/pieces.py).
+"""Cut a whole VITS graph into the three pieces streaming needs (see runtime/pieces.py).
 
-The cut is where the durations are known: the *frontend* keeps everything up to the prior's
+The first cut is where the durations are known: the *frontend* keeps everything up to the prior's
 per-token mean and log standard deviation and the ``Ceil`` that gives each token its frames; the
-*decoder* keeps everything from the prior sample ``z_p`` (the flow's input) to the audio. Between
-them, the alignment matrix product and the prior's noise move to the runtime (an ``np.repeat`` and
-one draw per sentence), so that every chunk of a sentence sees the same sample.
+*flow* takes the prior sample ``z_p`` to ``z``, and the *vocoder* (HiFi-GAN) ``z`` to audio. Between
+the frontend and the flow, the alignment matrix product and the prior's noise move to the runtime
+(an ``np.repeat`` and one draw per sentence), so that every chunk of a sentence sees the same sample.
+The flow and the vocoder are cut apart because they want chunks of different sizes: the flow works
+at the frame rate (a whole sentence of ``z`` is small) and needs 32 frames of context each side,
+the vocoder's audio-rate tensors grow with a chunk and it needs 11 (runtime/chunking.py).
 
 The cut works on any monolithic graph of this family: our export, every int8 variant of it (so a
 variant's plan applies to its pieces: they are its own nodes), and Piper's ``VOICE.onnx``. It finds
@@ -13,9 +16,10 @@ its way by structure, not by names the tracer happened to give:
 * the prior's noise is the ``RandomNormalLike`` that the durations do not depend on; the ``Add``
   after it makes ``z_p``; the mean and log-scale before the alignment products are found by walking
   back from that ``Add`` past the ``MatMul`` whose other side depends on the ``Ceil``;
-* the decoder is what ``output`` needs once ``z_p`` is given; the only other thing it reads that
-  depends on the durations is the frame mask, all ones for one utterance: it becomes a constant of
-  shape ``[1, 1, 1]`` (broadcast), so tensors can be cropped anywhere;
+* the flow and the vocoder are what ``output`` needs once ``z_p`` is given, cut at the last flow
+  coupling's output; the only other thing they read that depends on the durations is the frame
+  mask, all ones for one utterance: it becomes a constant of shape ``[1, 1, 1]`` (broadcast), so
+  tensors can be cropped anywhere;
 * crops (``runtime.chunking``) go after each coupling layer of the flow (the ``Concat`` that ends it)
   and on the input of each upsampler; where a variant quantized that tensor, the crop goes between its
   ``QuantizeLinear`` and ``DequantizeLinear``, on uint8, leaving onnxruntime's int8 fusions intact.
@@ -142,7 +146,7 @@ def find_cut(g: _Graph) -> Cut:
 
 
 def _crop_tensors(g: _Graph, nodes, names: list[str], signal: set[str]) -> list[str]:
-    """The tensor to crop at each crop point of ``runtime.chunking``, among the decoder's own nodes
+    """The tensor to crop at each crop point of ``runtime.chunking``, among the flow's and vocoder's nodes
     (``signal``: the tensors that depend on the latents, as opposed to weights and their Q/DQ)."""
     ends = [n for n in nodes if _COUPLING_END.match(n.name)
             and any(not c.name.startswith(n.name.rsplit("/", 1)[0] + "/") for c in g.consumers[n.output[0]])]
@@ -204,8 +208,8 @@ def _model(template: onnx.ModelProto, nodes, inputs, outputs, initializers, piec
     return model
 
 
-def split(model: onnx.ModelProto, architecture: dict) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """``(frontend, decoder)`` pieces of a whole graph (ours, a variant of it, or Piper's)."""
+def split(model: onnx.ModelProto, architecture: dict) -> tuple[onnx.ModelProto, onnx.ModelProto, onnx.ModelProto]:
+    """``(frontend, flow, vocoder)`` pieces of a whole graph (ours, a variant of it, or Piper's)."""
     g = _Graph(model)
     cut = find_cut(g)
     try:
@@ -232,37 +236,54 @@ def split(model: onnx.ModelProto, architecture: dict) -> tuple[onnx.ModelProto, 
                       used(nodes), "frontend")
     drop_full_masks(frontend)  # one unpadded utterance at a time: its token mask is all ones
 
-    # decoder: latents (z_p) -> output, the frame mask a constant, crops inserted
-    nodes, inputs, _ = g.needed([contract.OUTPUT], stop={cut.prior_sample, cut.frame_mask})
+    # the flow (latents -> z) and the HiFi-GAN (z -> audio): the frame mask a constant, crops inserted
+    everything, inputs, _ = g.needed([contract.OUTPUT], stop={cut.prior_sample, cut.frame_mask})
     if set(inputs) - {contract.SID}:
         raise ExportError(f"cannot split this voice for streaming: its decoder reads {sorted(inputs)}")
-    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in nodes]  # edits stay in the piece
-    for n in nodes:
-        n.input[:] = [contract.LATENTS if t == cut.prior_sample else t for t in n.input]
     names = chunking.crop_names(chain)
-    crops = _crop_tensors(g, nodes, names, g.descendants(cut.prior_sample))
-    extra = [numpy_helper.from_array(np.ones((1, 1, 1), np.float32), cut.frame_mask),
-             numpy_helper.from_array(np.array([2], np.int64), "/pieces/time_axis")]
-    for k, (name, tensor) in enumerate(zip(names, crops)):
-        cropped = f"/pieces/crop_{name}"
+    crops = dict(zip(names, _crop_tensors(g, everything, names, g.descendants(cut.prior_sample))))
+    flow_chain, vocoder_chain = chunking.split_chain(chain)
+    boundary = crops[names[len(chunking.crop_names(flow_chain))]]  # the last coupling's output: z
+    pieces = []
+    for piece, (source, target, output), part in (
+            ("flow", (cut.prior_sample, contract.LATENTS, boundary), flow_chain),
+            ("vocoder", (boundary, contract.Z, contract.OUTPUT), vocoder_chain)):
+        nodes, inputs, _ = g.needed([output], stop={source, cut.frame_mask})
+        nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in nodes]  # edits stay in the piece
         for n in nodes:
-            n.input[:] = [cropped if t == tensor else t for t in n.input]
-        index = f"/pieces/crop_{name}/index"
-        extra.append(numpy_helper.from_array(np.array([k], np.int64), index))
-        new = [helper.make_node("Gather", [contract.CROP_STARTS, index], [f"{cropped}/start"], name=f"{cropped}/start", axis=0),
-               helper.make_node("Gather", [contract.CROP_ENDS, index], [f"{cropped}/end"], name=f"{cropped}/end", axis=0),
-               helper.make_node("Slice", [tensor, f"{cropped}/start", f"{cropped}/end", "/pieces/time_axis"], [cropped],
-                                name=cropped)]
-        producer = g.producer[tensor]
-        at = next(i for i, n in enumerate(nodes) if n.name == producer.name and list(n.output) == list(producer.output))
-        nodes[at + 1:at + 1] = new
-    decoder_inputs = [helper.make_tensor_value_info(contract.LATENTS, TensorProto.FLOAT, [1, None, None])]
-    decoder_inputs += [g.inputs[name] for name in inputs]
-    decoder_inputs += [helper.make_tensor_value_info(name, TensorProto.INT64, [len(names)])
-                       for name in (contract.CROP_STARTS, contract.CROP_ENDS)]
-    output = helper.make_tensor_value_info(contract.OUTPUT, TensorProto.FLOAT, [1, 1, None])
-    decoder = _model(model, nodes, decoder_inputs, [output], used(nodes) + extra, "decoder")
-    return frontend, decoder
+            n.input[:] = [target if t == source else t for t in n.input]
+        part_names = chunking.crop_names(part)
+        extra = [numpy_helper.from_array(np.ones((1, 1, 1), np.float32), cut.frame_mask),
+                 numpy_helper.from_array(np.array([2], np.int64), "/pieces/time_axis")]
+        for k, name in enumerate(part_names):
+            extra.append(_insert_crop(g, nodes, name, crops[name], k))
+        if output != contract.OUTPUT:
+            nodes.append(helper.make_node("Identity", [output], [contract.Z], name=f"/pieces/{contract.Z}"))
+        declared = [helper.make_tensor_value_info(target, TensorProto.FLOAT, [1, None, None])]
+        declared += [g.inputs[name] for name in inputs]
+        declared += [helper.make_tensor_value_info(name, TensorProto.INT64, [len(part_names)])
+                     for name in (contract.CROP_STARTS, contract.CROP_ENDS)]
+        out = (helper.make_tensor_value_info(contract.OUTPUT, TensorProto.FLOAT, [1, 1, None]) if output == contract.OUTPUT
+               else helper.make_tensor_value_info(contract.Z, TensorProto.FLOAT, [1, None, None]))
+        pieces.append(_model(model, nodes, declared, [out], used(nodes) + extra, piece))
+    return frontend, *pieces
+
+
+def _insert_crop(g: _Graph, nodes: list, name: str, tensor: str, k: int):
+    """``tensor`` -> Slice(tensor, crop_starts[k], crop_ends[k], axis 2) for every node reading it; returns the
+    index initializer."""
+    cropped = f"/pieces/crop_{name}"
+    for n in nodes:
+        n.input[:] = [cropped if t == tensor else t for t in n.input]
+    index = f"{cropped}/index"
+    new = [helper.make_node("Gather", [contract.CROP_STARTS, index], [f"{cropped}/start"], name=f"{cropped}/start", axis=0),
+           helper.make_node("Gather", [contract.CROP_ENDS, index], [f"{cropped}/end"], name=f"{cropped}/end", axis=0),
+           helper.make_node("Slice", [tensor, f"{cropped}/start", f"{cropped}/end", "/pieces/time_axis"], [cropped],
+                            name=cropped)]
+    producer = g.producer[tensor]
+    at = next(i for i, n in enumerate(nodes) if n.name == producer.name and list(n.output) == list(producer.output))
+    nodes[at + 1:at + 1] = new
+    return numpy_helper.from_array(np.array([k], np.int64), index)
 
 
 # -- the architecture, from the checkpoint's config and from the graph -------------------------------

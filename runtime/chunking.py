@@ -9,9 +9,14 @@ field*). The decoder piece of a voice crops its tensors between stages (``crop_s
 ``crop_ends``): the context that the rest of the network no longer needs is dropped as early as
 possible, so the audio-rate stages compute almost nothing twice.
 
+The flow and the HiFi-GAN are two pieces (``split_chain``): the flow works at the frame rate, so its
+output for a whole sentence is small and is computed a large block at a time (its 32 frames of
+context each side paid once a block), while the HiFi-GAN, whose audio-rate tensors grow with a
+chunk, decodes small chunks of it with its own 11 frames of context.
+
 This module is pure: from the voice's architecture (read from its sidecar, written from the
 checkpoint's own config) it works out the layers, their receptive field, the chunk schedule and,
-for each chunk, the latent window and every crop. Intervals are half-open ``[start, end)``, in
+for each chunk, the window and every crop. Intervals are half-open ``[start, end)``, in
 samples at the rate of the point where they are taken (latent frames at rate 1, audio at the hop
 length).
 """
@@ -108,6 +113,14 @@ def layers(arch: dict) -> list[Layer]:
     return chain
 
 
+def split_chain(chain: list[Layer]) -> tuple[list[Layer], list[Layer]]:
+    """The flow's part and the HiFi-GAN's part of the chain: the voice runs them as two pieces, cut at the
+    flow's output (the last flow crop point), which works at the frame rate and is cheap to hold for a
+    whole sentence."""
+    cut = max(k for k, layer in enumerate(chain) if isinstance(layer, Crop) and layer.name.startswith("flow."))
+    return chain[:cut], chain[cut + 1:]
+
+
 def crop_names(chain: list[Layer]) -> list[str]:
     return [layer.name for layer in chain if isinstance(layer, Crop)]
 
@@ -150,27 +163,19 @@ def _needed(chain: list[Layer], frames: int, start: int, end: int) -> list[tuple
     return needs
 
 
-def plan_chunk(chain: list[Layer], frames: int, start: int, end: int, *, context_shrink: int = 0) -> ChunkPlan:
-    """The window and crops that decode output frames ``[start, end)`` exactly.
-
-    ``context_shrink`` takes that many latent frames off each side of the window where it does not
-    reach the sentence's edge: it exists to prove, in the tests, that the receptive field is not
-    larger than it needs to be (one frame less must change the audio).
-    """
+def plan_chunk(chain: list[Layer], frames: int, start: int, end: int) -> ChunkPlan:
+    """The window and crops that decode output frames ``[start, end)`` exactly."""
     if not 0 <= start < end <= frames:
         raise ChunkingError(f"chunk [{start}, {end}) is not inside a sentence of {frames} frames")
     needs = _needed(chain, frames, start, end)
     w0, w1 = needs[0]
-    if context_shrink:
-        w0 = w0 + context_shrink if w0 > 0 else w0
-        w1 = w1 - context_shrink if w1 < frames else w1
     lo, hi = w0, w1  # what the tensor covers now, absolute, at the current rate
     starts, ends, kept = [], [], []
     for layer, (n0, n1) in zip(chain, needs):
         if isinstance(layer, Upsample):
             lo, hi = lo * layer.stride, hi * layer.stride
         elif isinstance(layer, Crop):
-            n0, n1 = max(n0, lo), min(n1, hi)  # (only narrower than needed when the window was shrunk)
+            n0, n1 = max(n0, lo), min(n1, hi)
             starts.append(n0 - lo)
             ends.append(n1 - lo)
             kept.append((n0, n1))
@@ -282,9 +287,9 @@ class Pacer:
 
 # Streaming: a first chunk of 8 frames (93 ms at 22 kHz) is ready ~5 ms after the frontend on a 2-core x86;
 # then the Pacer sizes chunks by the audio in hand (up to 8x the previous one). Whole sentences are decoded
-# in chunks all the same. At most 128 frames a chunk: the decoder's audio-rate tensors are what grows
-# with a chunk (a 400-character piece decoded at 512 frames a time peaked at 310 MB RSS, at 128 at 205 MB),
-# and on the real voice chunks of 128-256 frames decode 3-5% faster than a whole 10-second sentence at once
-# (memory that stays in cache), 64 frames 10% slower (the context each chunk decodes again).
+# in chunks all the same. At most 128 frames a chunk: the vocoder's audio-rate tensors are what grows with a
+# chunk (peak RSS of a 400-character piece: 310 MB at 512 frames a chunk, ~195 MB at 128), and on the real
+# voice 128-frame chunks decode a 10-second sentence ~10% faster than its whole graph does in one pass (the
+# tensors stay in cache; the vocoder's context is 11 frames), 64-frame chunks 5% slower.
 STREAM = Schedule(first_frames=8, growth=8.0, max_frames=128)
 WHOLE = Schedule(first_frames=128, growth=1.0, max_frames=128)

@@ -88,7 +88,7 @@ class VoiceConfig:
         return asdict(self)
 
     def pieces(self, model_name: str) -> dict | None:
-        """The streaming pieces of ``model_name`` (``{"frontend": path, "decoder": path}``, relative to the
+        """The streaming pieces of ``model_name`` (``{"frontend": path, "flow": path, "vocoder": path}``, relative to the
         folder), or None when that model was not split."""
         record = (self.streaming.get("pieces") or {}).get(model_name)
         if not isinstance(record, dict) or not all(isinstance(record.get(p), str) for p in contract.PIECES):

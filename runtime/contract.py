@@ -21,25 +21,27 @@ LANGID = "langid"  # int64 [batch], only for voices with languages
 OUTPUT = "output"  # float32 [batch, 1, samples]
 OUTPUT_LENGTHS = "output_lengths"  # int64 [batch]: valid samples of each item
 
-# Streaming pieces: the voice cut where the durations are known (see runtime/chunking.py and
-# exporter/split.py). The frontend takes the graph inputs above (and DURATION_NOISE); the decoder takes
-# LATENTS, the crops and SID.
+# Streaming pieces: the voice cut where the durations are known and again after the flow (see
+# runtime/pieces.py, runtime/chunking.py and exporter/split.py). The frontend takes the graph inputs above
+# (and DURATION_NOISE); the flow takes LATENTS, its crops and SID and gives Z; the vocoder (HiFi-GAN) takes
+# Z, its crops and SID and gives OUTPUT.
 MEANS = "means"  # float32 [1, channels, tokens]: the prior's mean for each token
 LOG_SCALES = "log_scales"  # float32 [1, channels, tokens]: the prior's log standard deviation
 DURATION_NOISE = "duration_noise"  # float32 [1, channels, tokens]: N(0, 1) for the duration predictor (scaled in it)
 DURATIONS = "durations"  # float32 [1, 1, tokens]: frames of each token (whole numbers, length scale applied)
 LATENTS = "latents"  # float32 [1, channels, frames]: a window of the sentence's prior sample
+Z = "z"  # float32 [1, channels, frames]: the flow's output, the vocoder's input
 CROP_STARTS = "crop_starts"  # int64 [crop points]: where the decoder piece crops each tensor (chunking.ChunkPlan)
 CROP_ENDS = "crop_ends"  # int64 [crop points]
 
 MODEL_FILE = "model.onnx"
-PIECES_DIR = "pieces"  # beside the models: pieces/<model stem>.frontend.onnx and .decoder.onnx
-PIECES = ("frontend", "decoder")
+PIECES_DIR = "pieces"  # beside the models: pieces/<model stem>.<piece>.onnx
+PIECES = ("frontend", "flow", "vocoder")
 METADATA_KEY = "vits_edge"  # metadata_props key holding the whole sidecar as JSON
 
 
 def piece_name(model_name: str, piece: str) -> str:
-    """``model.auto.onnx``, ``decoder`` -> ``pieces/model.auto.decoder.onnx`` (relative to the voice folder)."""
+    """``model.auto.onnx``, ``vocoder`` -> ``pieces/model.auto.vocoder.onnx`` (relative to the voice folder)."""
     stem = model_name.removesuffix(".onnx")
     return f"{PIECES_DIR}/{stem}.{piece}.onnx"
 

@@ -1,12 +1,14 @@
-"""A voice run in two pieces: the frontend decides the durations, the decoder makes audio in chunks.
+"""A voice run in three pieces: the frontend decides the durations, the flow and the vocoder make audio.
 
 The frontend piece (text encoder, duration predictor) gives, for each token, the prior's mean and
 log standard deviation and the number of frames it lasts. Here the prior is expanded to frames
-and sampled once for the whole sentence (and the duration predictor's noise drawn: both come from
-one numpy generator, so a seed repeats a synthesis) (``np.repeat`` is exactly the graph's 0/1 alignment
-matrix product), and the decoder piece (flow and HiFi-GAN) turns windows of it into audio, chunk
-by chunk, as ``runtime.chunking`` plans them. At zero noise the joined chunks are the samples the
-whole graph gives; with noise, the draw comes from numpy instead of onnxruntime's generator.
+and sampled once for the whole sentence (``np.repeat`` is exactly the graph's 0/1 alignment
+matrix product; the duration predictor's noise is drawn here too: one numpy generator, so a seed
+repeats a synthesis). The flow piece turns windows of that sample into ``z`` a large block at a
+time (it works at the frame rate: a sentence of ``z`` is small, and its 32 frames of context are
+paid once a block); the vocoder piece (HiFi-GAN) turns windows of ``z`` into audio, chunk by chunk,
+as ``runtime.chunking`` plans them (its audio-rate tensors grow with a chunk; its context is 11
+frames). At zero noise the joined chunks are the samples the whole graph gives.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime import chunking, contract
+
+FLOW_BLOCK = 1024  # frames of z made at a time after the first chunk's (12 s of audio; 1.5 MB a tensor)
 
 
 @dataclass
@@ -37,24 +41,28 @@ class Encoded:
 
 
 class Pieces:
-    """The frontend and decoder sessions of one model, and the chunk plan of its architecture."""
+    """The frontend, flow and vocoder sessions of one model, and the chunk plans of its architecture."""
 
-    def __init__(self, frontend: ort.InferenceSession, decoder: ort.InferenceSession, architecture: dict):
-        self.frontend = frontend
-        self.decoder = decoder
+    def __init__(self, frontend: ort.InferenceSession, flow: ort.InferenceSession, vocoder: ort.InferenceSession,
+                 architecture: dict):
+        self.frontend, self.flow, self.vocoder = frontend, flow, vocoder
         self.chain = chunking.layers(architecture)
+        self.flow_chain, self.vocoder_chain = chunking.split_chain(self.chain)
         self.hop_length = chunking.hop_length(self.chain)
         self.input_names = {i.name for i in frontend.get_inputs()}
         noise = [i for i in frontend.get_inputs() if i.name == contract.DURATION_NOISE]
         self._noise_channels = int(noise[0].shape[1]) if noise else 0
-        self._decoder_inputs = {i.name for i in decoder.get_inputs()}
-        expected = {contract.LATENTS, contract.CROP_STARTS, contract.CROP_ENDS}
-        if not expected <= self._decoder_inputs:
-            raise ValueError(f"decoder piece lacks the inputs {sorted(expected - self._decoder_inputs)}")
-        crops = next(i for i in decoder.get_inputs() if i.name == contract.CROP_STARTS).shape[0]
-        if isinstance(crops, int) and crops != len(chunking.crop_names(self.chain)):
-            raise ValueError(f"decoder piece has {crops} crop points, its architecture "
-                             f"{len(chunking.crop_names(self.chain))}: the sidecar does not belong to these pieces")
+        for session, source, part in ((flow, contract.LATENTS, self.flow_chain), (vocoder, contract.Z, self.vocoder_chain)):
+            inputs = {i.name: i for i in session.get_inputs()}
+            missing = {source, contract.CROP_STARTS, contract.CROP_ENDS} - set(inputs)
+            if missing:
+                raise ValueError(f"a streaming piece lacks the inputs {sorted(missing)}")
+            crops = inputs[contract.CROP_STARTS].shape[0]
+            if isinstance(crops, int) and crops != len(chunking.crop_names(part)):
+                raise ValueError(f"a streaming piece has {crops} crop points, its architecture "
+                                 f"{len(chunking.crop_names(part))}: the sidecar does not belong to these pieces")
+        self._sid = {name: contract.SID in {i.name for i in s.get_inputs()} for name, s in
+                     (("flow", flow), ("vocoder", vocoder))}
 
     @classmethod
     def load(cls, folder: Path, record: dict, architecture: dict, *, options: ort.SessionOptions,
@@ -88,27 +96,49 @@ class Pieces:
             z = z + noise * np.exp(np.repeat(encoded.log_scales, durations, axis=2)) * np.float32(noise_scale)
         return np.ascontiguousarray(z, dtype=np.float32)
 
-    # -- the decoder --------------------------------------------------------------------------------
-    def decode(self, latents: np.ndarray, start: int, end: int, sid: int | None = None,
-               context_shrink: int = 0) -> np.ndarray:
-        """Audio samples of frames ``[start, end)`` of the sentence whose prior is ``latents``."""
-        plan = chunking.plan_chunk(self.chain, latents.shape[2], start, end, context_shrink=context_shrink)
+    # -- the flow and the vocoder ---------------------------------------------------------------------
+    def _run(self, session, piece: str, chain, source: np.ndarray, name: str, start: int, end: int, sid) -> np.ndarray:
+        plan = chunking.plan_chunk(chain, source.shape[2], start, end)
         w0, w1 = plan.window
-        feeds = {contract.LATENTS: latents[:, :, w0:w1],
-                 contract.CROP_STARTS: np.asarray(plan.crop_starts, dtype=np.int64),
+        feeds = {name: source[:, :, w0:w1], contract.CROP_STARTS: np.asarray(plan.crop_starts, dtype=np.int64),
                  contract.CROP_ENDS: np.asarray(plan.crop_ends, dtype=np.int64)}
-        if contract.SID in self._decoder_inputs:
+        if self._sid[piece]:
             feeds[contract.SID] = np.asarray([0 if sid is None else sid], dtype=np.int64)
-        audio = self.decoder.run([contract.OUTPUT], feeds)[0].reshape(-1)
+        out = session.run(None, feeds)[0]
         t0, t1 = plan.trim
-        return audio[t0:t1]
+        return out[:, :, t0:t1] if piece == "flow" else out.reshape(-1)[t0:t1]
+
+    def flow_frames(self, latents: np.ndarray, start: int, end: int, sid: int | None = None) -> np.ndarray:
+        """``z`` for frames ``[start, end)`` of the sentence whose prior sample is ``latents``."""
+        return self._run(self.flow, "flow", self.flow_chain, latents, contract.LATENTS, start, end, sid)
+
+    def vocode(self, z: np.ndarray, start: int, end: int, sid: int | None = None) -> np.ndarray:
+        """Audio samples of frames ``[start, end)`` of the sentence whose flow output is ``z``."""
+        return self._run(self.vocoder, "vocoder", self.vocoder_chain, z, contract.Z, start, end, sid)
+
+    def decode(self, latents: np.ndarray, start: int, end: int, sid: int | None = None) -> np.ndarray:
+        """Audio of frames ``[start, end)`` from the prior sample alone (the flow run on what the chunk needs)."""
+        frames = latents.shape[2]
+        need = chunking.plan_chunk(self.vocoder_chain, frames, start, end).window
+        z = np.zeros((1, latents.shape[1], frames), dtype=np.float32)  # only [need) is read
+        z[:, :, need[0]:need[1]] = self.flow_frames(latents, *need, sid)
+        return self.vocode(z, start, end, sid)
 
     def stream(self, latents: np.ndarray, chunker: chunking.Schedule | chunking.Pacer, sid: int | None = None
                ) -> Iterator[tuple[int, np.ndarray, bool]]:
         """``(sample offset, audio, last)`` for each chunk, in order, each as soon as it is made; ``chunker`` (a
-        fixed Schedule or a Pacer) sizes the chunks and is told how long each took."""
-        for start, end, last in chunker.bounds(latents.shape[2]):
+        fixed Schedule or a Pacer) sizes the chunks and is told how long each took, the flow's share included.
+        ``z`` is made as the chunks need it: just enough for the first chunk, then FLOW_BLOCK frames at a time."""
+        frames = latents.shape[2]
+        z = np.empty((1, latents.shape[1], frames), dtype=np.float32)
+        made = 0
+        for start, end, last in chunker.bounds(frames):
             began = time.perf_counter()
-            audio = self.decode(latents, start, end, sid)
+            need = chunking.plan_chunk(self.vocoder_chain, frames, start, end).window[1]
+            if need > made:
+                upto = need if made == 0 else min(frames, max(need, made + FLOW_BLOCK))
+                z[:, :, made:upto] = self.flow_frames(latents, made, upto, sid)
+                made = upto
+            audio = self.vocode(z, start, end, sid)
             chunker.record(end - start, time.perf_counter() - began)
             yield start * self.hop_length, audio, last

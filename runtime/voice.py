@@ -1,7 +1,7 @@
 """``Voice``: an exported (or Piper) VITS voice that turns text into audio with onnxruntime.
 
 A voice exported with its streaming pieces (``pieces/``, see runtime/pieces.py) is run as two
-sessions, the frontend and the decoder, and its audio comes in chunks as they are decoded
+sessions, the frontend, the flow and the vocoder, and its audio comes in chunks as they are decoded
 (``Voice.stream``); ``Voice.synthesize`` joins each sentence's chunks. A voice without them (an
 older export, a Piper voice not split) runs its whole graph, one sentence at a time.
 """
@@ -121,7 +121,7 @@ class Voice:
                 # Two sessions take turns: each pool stops spinning when its run returns, or the idle one
                 # spins on the cores the other needs (first audio 29% of the sentence's time instead of 20%).
                 options.add_session_config_entry("session.force_spinning_stop", "1")
-                # ... and they share one memory arena, so the frontend's and the decoder's peaks do not add
+                # ... and they share one memory arena, so the pieces' peaks do not add
                 # up: a 400-character piece peaked at 193 MB RSS instead of 211.
                 if _shared_arena():
                     options.add_session_config_entry("session.use_env_allocators", "1")

@@ -47,8 +47,8 @@ def test_export_writes_verified_voice(exported, kind):
     assert [o.name for o in session(folder).get_outputs()] == [contract.OUTPUT, contract.OUTPUT_LENGTHS]
     # only the finished files remain in the folder
     assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.onnx.json", contract.PIECES_DIR]
-    assert sorted(p.name for p in (folder / contract.PIECES_DIR).iterdir()) == ["model.decoder.onnx",
-                                                                               "model.frontend.onnx"]
+    assert sorted(p.name for p in (folder / contract.PIECES_DIR).iterdir()) == [
+        "model.flow.onnx", "model.frontend.onnx", "model.vocoder.onnx"]
     record = meta["streaming"]["pieces"][contract.MODEL_FILE]
     assert record["verified"]["min_snr_db"] == "identical" or record["verified"]["min_snr_db"] >= 60
 

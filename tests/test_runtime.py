@@ -72,7 +72,7 @@ def test_from_session_and_thread_options(exported):
     voice = Voice.from_session(session, sidecar)
     assert len(list(voice.synthesize("One sentence."))) == 1
     pieces = Voice.load(folder, threads=1).pieces
-    for session in (pieces.frontend, pieces.decoder):
+    for session in (pieces.frontend, pieces.flow, pieces.vocoder):
         assert session.get_session_options().intra_op_num_threads == 1
     assert Voice.load(folder, threads=1, streaming=False).session.get_session_options().intra_op_num_threads == 1
 
@@ -97,7 +97,7 @@ def test_synthesize_wav_is_16bit_mono_and_atomic(exported, tmp_path, monkeypatch
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(Pieces, "decode", boom)
+    monkeypatch.setattr(Pieces, "vocode", boom)
     with pytest.raises(RuntimeError):
         voice.synthesize_wav(TEXT, tmp_path / "b.wav")
     assert not (tmp_path / "b.wav").exists() and not leftovers(tmp_path)
@@ -154,7 +154,7 @@ def test_missing_and_corrupt_voice_files(exported, tmp_path):
     with pytest.raises(VoiceError, match="missing or has a bad field"):
         Voice.load(folder)
     sidecar.write_text(good)
-    decoder = folder / contract.piece_name(contract.MODEL_FILE, "decoder")
+    decoder = folder / contract.piece_name(contract.MODEL_FILE, "vocoder")
     decoder.write_bytes(b"not an onnx model")
     with pytest.raises(VoiceError, match="streaming pieces of .*model.onnx could not be loaded.*exporter split"):
         Voice.load(folder)

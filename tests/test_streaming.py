@@ -95,7 +95,7 @@ def torch_model(name: str):
 
 
 def torch_decode(vits, z, plan=None, nudge=None):
-    """Flow (reverse) and HiFi-GAN as Coqui runs them, cropping where the decoder piece crops (``plan``), or
+    """Flow (reverse) and HiFi-GAN as Coqui runs them, cropping where the flow and vocoder pieces crop (``plan``), or
     whole with 1.0 added to sample ``nudge[1]`` of the tensor at crop point ``nudge[0]``."""
     import torch
     import torch.nn.functional as F
@@ -167,7 +167,7 @@ def test_chunk_plan_is_exact_and_every_crop_tight(name):
     """Decoding a chunk with the plan's window and crops gives the whole sentence's samples (float64: to
     1e-13). Every crop keeps exactly what the audio depends on: in the whole model, nudging the first or
     last sample a crop keeps moves the chunk's audio, nudging the sample just outside does not. (The
-    decoder piece crops at the same points: test_chunks_join_to_the_whole_sentence runs it.)"""
+    flow and vocoder pieces crop at the same points: test_chunks_join_to_the_whole_sentence runs them.)"""
     import torch
 
     vits, chain = torch_model(name)
@@ -198,11 +198,14 @@ def test_every_int8_variant_has_its_pieces(quantized):
     sidecar = json.loads((quantized / "model.onnx.json").read_text())
     records = sidecar["streaming"]["pieces"]
     assert set(records) == {"model.onnx", "model.dynamic.onnx", "model.static.onnx"}
-    # the int8 plans leave the text side fp32: one frontend file serves all three
+    # a piece that computes what another model's does is that file: the int8 plans leave the text side fp32
+    # (one frontend for all three), and the dynamic preset touches only the flow (its vocoder is fp32's)
     assert {r["frontend"] for r in records.values()} == {"pieces/model.frontend.onnx"}
-    assert len({r["decoder"] for r in records.values()}) == 3
+    assert len({r["flow"] for r in records.values()}) == 3
+    assert records["model.dynamic.onnx"]["vocoder"] == "pieces/model.vocoder.onnx"
+    assert records["model.static.onnx"]["vocoder"] == "pieces/model.static.vocoder.onnx"
     for name, record in records.items():
-        assert (quantized / record["decoder"]).is_file()
+        assert all((quantized / record[piece]).is_file() for piece in contract.PIECES)
         whole = Voice.load(quantized / name, streaming=False)
         voice = Voice.load(quantized / name)
         assert voice.streams
@@ -229,9 +232,9 @@ def test_frontend_without_its_token_mask_gives_the_same_numbers(exported, monkey
     folder = exported(kind)
     model = onnx.load(str(folder / contract.MODEL_FILE))
     architecture = json.loads((folder / "model.onnx.json").read_text())["streaming"]["architecture"]
-    lean, _ = split.split(model, architecture)
+    lean, *_ = split.split(model, architecture)
     monkeypatch.setattr(split, "drop_full_masks", lambda m: 0)
-    full, _ = split.split(model, architecture)
+    full, *_ = split.split(model, architecture)
     assert specialize.drop_full_masks(onnx.ModelProto.FromString(full.SerializeToString())) > 0
     assert len(lean.graph.node) < len(full.graph.node)
     sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (lean, full)]
@@ -299,20 +302,25 @@ def test_stream_chunks_know_their_sentence_and_offset(exported):
 
 
 def test_first_chunk_comes_before_the_rest_is_decoded(exported, monkeypatch):
+    """The first chunk is out after one small flow run and one vocoder run; the flow then makes the rest of
+    the sentence's z in one block (FLOW_BLOCK frames), the vocoder goes on chunk by chunk."""
     voice = Voice.load(exported("char"))
     calls = []
-    real = Pieces.decode
+    for name in ("flow_frames", "vocode"):
+        real = getattr(Pieces, name)
 
-    def counting(self, *args, **kwargs):
-        calls.append(args[1:3])
-        return real(self, *args, **kwargs)
+        def counting(self, source, start, end, sid=None, _real=real, _name=name):
+            calls.append((_name, start, end))
+            return _real(self, source, start, end, sid)
 
-    monkeypatch.setattr(Pieces, "decode", counting)
+        monkeypatch.setattr(Pieces, name, counting)
     stream = voice.stream(LONG)
     first = next(stream)
-    assert len(calls) == 1 and first.offset == 0 and not first.final
+    assert [c[0] for c in calls] == ["flow_frames", "vocode"] and first.offset == 0 and not first.final
+    assert calls[0][2] - calls[0][1] < 8 + 2 * chunking.context(voice.pieces.vocoder_chain) + 1
     rest = list(stream)
-    assert len(calls) == 1 + len(rest)
+    assert [c[0] for c in calls].count("vocode") == 1 + len(rest)
+    assert [c[0] for c in calls].count("flow_frames") == 2
 
 
 def test_voice_without_pieces_falls_back_with_one_warning(exported, tmp_path, caplog):
