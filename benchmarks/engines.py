@@ -220,7 +220,7 @@ class PiperEngine(Engine):
         return np.asarray(self.voice.phoneme_ids_to_audio(self.piper_ids[index], syn), dtype=np.float32).reshape(-1)
 
     def first_audio(self) -> np.ndarray:
-        return next(iter(self.voice.stream(self.paragraph))).audio_float_array
+        return next(iter(self.voice.synthesize(self.paragraph))).audio_float_array
 
 
 # -- sherpa-onnx ----------------------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"speaker": args.speaker, "language": args.language, "length_scale": args.length_scale,
               "noise_scale": args.noise_scale, "noise_w": args.noise_w, "alignments": timings is not None,
               "seed": args.seed}
-    if args.no_streaming:
+    if args.no_streaming or (not args.output_raw and not voice.streams):  # (a WAV needs no streaming pieces)
         chunks = voice.synthesize(lines, **kwargs)
     elif args.output_raw:  # played as it comes: the first chunk early, then as large as the audio in hand allows
         chunks = voice.stream(lines, schedule=schedule, **kwargs)

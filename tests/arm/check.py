@@ -198,12 +198,37 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _copy_voice(src: Path, dst: Path) -> None:
-    """``model.onnx`` and its sidecar (without records of variants that are not copied)."""
+    """``model.onnx``, its streaming pieces and its sidecar (without records of variants that are not copied)."""
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src / "model.onnx", dst / "model.onnx")  # a copy: the quantizer may write beside it
     sidecar = json.loads((src / "model.onnx.json").read_text(encoding="utf-8"))
     sidecar.pop("variants", None)
+    pieces = (sidecar.get("streaming") or {}).get("pieces") or {}
+    for name in [n for n in pieces if n != "model.onnx"]:
+        del pieces[name]
+    for record in pieces.values():
+        _copy_pieces(record, src, dst)
     (dst / "model.onnx.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _adopt_pieces(src: Path, dst: Path, name: str) -> None:
+    """Model ``name``'s streaming pieces and their record, from voice folder ``src`` to ``dst``."""
+    record = json.loads((src / "model.onnx.json").read_text(encoding="utf-8"))["streaming"]["pieces"].get(name)
+    if record:
+        _copy_pieces(record, src, dst)
+        sidecar = json.loads((dst / "model.onnx.json").read_text(encoding="utf-8"))
+        sidecar["streaming"]["pieces"][name] = record
+        (dst / "model.onnx.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _copy_pieces(record: dict, src: Path, dst: Path) -> None:
+    """The files of one model's streaming pieces (runtime/pieces.py), from one voice folder to another."""
+    from runtime import contract
+
+    for piece in contract.PIECES:
+        (dst / record[piece]).parent.mkdir(parents=True, exist_ok=True)
+        if not (dst / record[piece]).exists():
+            shutil.copy2(src / record[piece], dst / record[piece])
 
 
 def build_real_voice(folder: Path) -> None:
@@ -271,17 +296,24 @@ def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str
         os.replace(folder / "voice" / name, folder / name)
         record = json.loads((folder / "voice" / "model.onnx.json").read_text(encoding="utf-8"))
         (folder / "variant.json").write_text(json.dumps(record.get("variants", {}).get(name), indent=2) + "\n")
+        pieces = ((record.get("streaming") or {}).get("pieces") or {}).get(name)
+        if pieces:
+            _copy_pieces(pieces, folder / "voice", folder)
+        (folder / "pieces.json").write_text(json.dumps(pieces, indent=2) + "\n")
         shutil.rmtree(folder / "voice")
 
     made = cached(f"variant-{preset}-{target or 'default'}", key, build)
     name = f"model.{preset}.onnx"
     _link_or_copy(made / name, voice / name)
     entry = json.loads((made / "variant.json").read_text())
+    pieces = json.loads((made / "pieces.json").read_text()) if (made / "pieces.json").is_file() else None
+    sidecar = json.loads((voice / "model.onnx.json").read_text(encoding="utf-8"))
     if entry:
-        sidecar = json.loads((voice / "model.onnx.json").read_text(encoding="utf-8"))
         sidecar.setdefault("variants", {})[name] = entry
-        (voice / "model.onnx.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n",
-                                               encoding="utf-8")
+    if pieces:
+        _copy_pieces(pieces, made, voice)
+        sidecar["streaming"]["pieces"][name] = pieces
+    (voice / "model.onnx.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return voice / name
 
 
@@ -311,6 +343,7 @@ def prepare_models(voices: Path, *, real_voice: Path | None = None, presets: tup
             made = real_voice / f"model.{preset}.onnx"
             if target is None and made.is_file():  # already made for this voice (tests share one auto search)
                 shutil.copy2(made, folder / made.name)
+                _adopt_pieces(real_voice, folder, made.name)
                 cases.append(Case(label, folder / made.name, TEXTS["real"], "int8"))
                 continue
             if target is not None and preset not in FIXED_PRESETS:
@@ -330,6 +363,10 @@ def prepare_models(voices: Path, *, real_voice: Path | None = None, presets: tup
                 cases.append(Case(label, folder / f"model.{preset}.onnx", TEXTS["real"], "int8", error=str(exc)))
     _copy_voice(phoneme_voice, voices / "phoneme")
     cases.append(Case("phoneme fp32", voices / "phoneme" / "model.onnx", TEXTS["phoneme"], "fp32"))
+    for case in cases:  # every model speaks through its streaming pieces on the device, as users run it
+        sidecar = json.loads((case.model.parent / "model.onnx.json").read_text(encoding="utf-8"))
+        if not case.error and case.model.name not in sidecar["streaming"]["pieces"]:
+            raise RuntimeError(f"{case.name}: {case.model.name} has no streaming pieces to check on the device")
     return cases
 
 
