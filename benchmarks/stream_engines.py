@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.engines import Engine
+from benchmarks.engines import Engine, PiperEngine
 
 
 class _Timed:
@@ -53,23 +53,8 @@ class OursEngine(Engine):
         return timed.result()
 
 
-class PiperStreamEngine(Engine):
-    """piper-tts: ``PiperVoice.synthesize`` yields whole sentences."""
-
-    def load(self) -> None:
-        import json
-
-        import onnxruntime as ort
-        from piper import PiperVoice
-        from piper.config import PiperConfig
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        config = json.loads(Path(self.spec["config"]).read_text(encoding="utf-8"))
-        session = ort.InferenceSession(self.spec["model"], sess_options=options, providers=["CPUExecutionProvider"])
-        self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
-        self.sample_rate = self.voice.config.sample_rate
+class PiperStreamEngine(PiperEngine):
+    """piper-tts: ``PiperVoice.synthesize`` yields whole sentences (loaded as in benchmarks.run, with our threads)."""
 
     def speak(self, text: str) -> dict:
         timed = _Timed()

@@ -262,3 +262,32 @@ def test_default_sentences_ship_inside_the_repo():
     shared = REPO.parent / "shared" / "eval" / "dev_sentences.txt"  # the project's dev set, where it is at hand
     if shared.is_file():
         assert read_sentences(SENTENCES) == read_sentences(shared)
+
+
+@pytest.mark.slow
+def test_streaming_benchmark_quick_run(real_voice_quantized, tmp_path):
+    """`python -m benchmarks.streaming --quick` on the real voice and its default int8 variant: every
+    contender speaks, the ratios the targets are about are computed, the joined chunks are exact (fp32)
+    or within the variant's own spread (int8). Timings are reported, never judged here."""
+    out = tmp_path / "stream"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.streaming", "--voice", str(real_voice_quantized),
+                           "--quick", "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    expected = {f"{m}:{mode}" for m in ("model.onnx", "model.auto.onnx") for mode in ("stream", "whole", "graph")}
+    expected |= {key for key, module in (("piper-tts", "piper"), ("streaming-vits", "streaming_vits"))
+                 if _installed(module)}
+    assert expected <= set(data["rows"])
+    assert all(row["status"] == "ok" for row in data["rows"].values()), data["rows"]
+    for model in ("model.onnx", "model.auto.onnx"):
+        ratios = data["summary"]["ratios"][model]
+        assert set(ratios) == {"long-1", "paragraph"}
+        assert all(r["first_audio_share"]["median"] > 0 and r["throughput"]["median"] > 0 for r in ratios.values())
+        if _installed("streaming_vits"):
+            assert ratios["long-1"]["vs_streaming_vits_ttfa"]["median"] > 0
+    exact = data["exactness"]
+    assert min(exact["model.onnx"]["joined_vs_whole_snr_db"]) > 60
+    for joined, spread in zip(exact["model.auto.onnx"]["joined_vs_whole_snr_db"],
+                              exact["model.auto.onnx"]["whole_basic_vs_full_snr_db"]):
+        assert joined >= min(60.0, spread - 6.0)
+    assert "first audio / whole time" in (out / "report.md").read_text()
