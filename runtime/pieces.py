@@ -6,7 +6,7 @@ and sampled once for the whole sentence (``np.repeat`` is exactly the graph's 0/
 matrix product; the duration predictor's noise is drawn here too: one numpy generator, so a seed
 repeats a synthesis). The flow piece turns windows of that sample into ``z`` a large block at a
 time (it works at the frame rate: a sentence of ``z`` is small, and its 32 frames of context are
-paid once a block); the vocoder piece (HiFi-GAN) turns windows of ``z`` into audio, chunk by chunk,
+paid once a block; a small first block, for the first chunk); the vocoder piece (HiFi-GAN) turns windows of ``z`` into audio, chunk by chunk,
 as ``runtime.chunking`` plans them (its audio-rate tensors grow with a chunk; its context is 11
 frames). At zero noise the joined chunks are the samples the whole graph gives.
 """
@@ -23,7 +23,11 @@ import onnxruntime as ort
 
 from runtime import chunking, contract
 
-FLOW_BLOCK = 1024  # frames of z made at a time after the first chunk's (12 s of audio; 1.5 MB a tensor)
+# z is made in blocks on a fixed grid: the first 32 frames (enough for a first chunk of up to 21 frames,
+# with the vocoder's 11 of context), then 1024 frames at a time (12 s of audio; 1.5 MB a tensor). Fixed,
+# so that where chunks fall never changes the audio, even for a flow with dynamic int8, whose activation
+# ranges are measured on each block.
+FLOW_FIRST, FLOW_BLOCK = 32, 1024
 
 
 @dataclass
@@ -128,15 +132,15 @@ class Pieces:
                ) -> Iterator[tuple[int, np.ndarray, bool]]:
         """``(sample offset, audio, last)`` for each chunk, in order, each as soon as it is made; ``chunker`` (a
         fixed Schedule or a Pacer) sizes the chunks and is told how long each took, the flow's share included.
-        ``z`` is made as the chunks need it: just enough for the first chunk, then FLOW_BLOCK frames at a time."""
+        ``z`` is made as the chunks need it, block by block (FLOW_FIRST, then FLOW_BLOCK frames)."""
         frames = latents.shape[2]
         z = np.empty((1, latents.shape[1], frames), dtype=np.float32)
         made = 0
         for start, end, last in chunker.bounds(frames):
             began = time.perf_counter()
             need = chunking.plan_chunk(self.vocoder_chain, frames, start, end).window[1]
-            if need > made:
-                upto = need if made == 0 else min(frames, max(need, made + FLOW_BLOCK))
+            while need > made:
+                upto = min(frames, FLOW_FIRST if made == 0 else made + FLOW_BLOCK)
                 z[:, :, made:upto] = self.flow_frames(latents, made, upto, sid)
                 made = upto
             audio = self.vocode(z, start, end, sid)

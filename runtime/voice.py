@@ -318,8 +318,12 @@ class Voice:
     def synthesize_wav(self, text: str | Iterable[str], path: str | os.PathLike, *, stream: bool = True,
                        on_chunk=None, **kwargs) -> Path:
         """Write all of ``text`` to a 16-bit mono WAV, chunk by chunk as each is made (``stream=False``:
-        sentence by sentence), atomically: the file appears complete or not at all."""
-        chunks = self.stream(text, **kwargs) if stream else self.synthesize(text, **kwargs)
+        sentence by sentence), atomically: the file appears complete or not at all. A file is read when it
+        is complete, so its chunks are WHOLE's (fixed: memory stays flat, nothing is decoded twice)."""
+        if stream and self.streams:
+            chunks = self.stream(text, schedule=WHOLE, paced=False, **kwargs)
+        else:
+            chunks = self.synthesize(text, **kwargs)
         return self.write_wav(chunks, path, on_chunk=on_chunk)
 
     def write_wav(self, chunks: Iterable[AudioChunk], path: str | os.PathLike, *, on_chunk=None) -> Path:

@@ -213,8 +213,11 @@ def test_every_int8_variant_has_its_pieces(quantized):
         joined = np.concatenate([a for _, a, _ in voice.ids_to_stream(ids, ZERO, MANY)])
         reference = whole.ids_to_audio(ids, ZERO)
         assert len(joined) == len(reference)
-        if name == "model.dynamic.onnx":  # activation ranges measured per chunk: as close to fp32, not equal
+        if name == "model.dynamic.onnx":  # activation ranges measured per block: as close to fp32, not equal
             assert record["verified"]["dynamic_int8"]
+            # ... but the flow's blocks sit on a fixed grid: where the chunks fall does not change the audio
+            other = np.concatenate([a for _, a, _ in voice.ids_to_stream(ids, ZERO, Schedule(100, 1.0, 100))])
+            assert snr_db(joined, other) > 60  # (per-block ranges on a moving grid gave 2-8 dB)
             assert record["verified"]["logmel_vs_fp32_chunked_db"] <= record["verified"]["logmel_vs_fp32_whole_db"] + 0.05
         else:  # fp32 and static int8 (fixed ranges): the same numbers
             assert snr_db(reference, joined) > 60, name
@@ -302,8 +305,10 @@ def test_stream_chunks_know_their_sentence_and_offset(exported):
 
 
 def test_first_chunk_comes_before_the_rest_is_decoded(exported, monkeypatch):
-    """The first chunk is out after one small flow run and one vocoder run; the flow then makes the rest of
-    the sentence's z in one block (FLOW_BLOCK frames), the vocoder goes on chunk by chunk."""
+    """The first chunk is out after one small flow run (FLOW_FIRST frames) and one vocoder run; the flow then
+    makes the rest of the sentence's z in one block (FLOW_BLOCK frames), the vocoder goes on chunk by chunk."""
+    from runtime.pieces import FLOW_FIRST
+
     voice = Voice.load(exported("char"))
     calls = []
     for name in ("flow_frames", "vocode"):
@@ -317,7 +322,7 @@ def test_first_chunk_comes_before_the_rest_is_decoded(exported, monkeypatch):
     stream = voice.stream(LONG)
     first = next(stream)
     assert [c[0] for c in calls] == ["flow_frames", "vocode"] and first.offset == 0 and not first.final
-    assert calls[0][2] - calls[0][1] < 8 + 2 * chunking.context(voice.pieces.vocoder_chain) + 1
+    assert calls[0] == ("flow_frames", 0, FLOW_FIRST)
     rest = list(stream)
     assert [c[0] for c in calls].count("vocode") == 1 + len(rest)
     assert [c[0] for c in calls].count("flow_frames") == 2
