@@ -8,14 +8,14 @@ the runtime reads it (runtime/config.py).
 
 The check: at zero noise, on the export's verification sentences, the pieces decoded in small chunks
 (many boundaries) against the whole graph of the same model: same length always; at least 60 dB SNR
-where the flow and vocoder compute in floating point. Static int8 computes the same integers for a
-chunk as for the sentence, but a float rounding before a quantization (a chunk's convolution sums in
-another order) can flip an int8 step, which the flow amplifies: there the chunks must come within 6 dB
-of the model's own spread, the same file at onnxruntime's basic against its full graph optimizations
-(60 dB at most; measured: 56.6 dB chunked where the spread was 12-21 dB). One with *dynamic* int8 measures each
-activation's range on the tensor it is given, so a chunk is quantized with its own ranges and cannot
-equal the whole sentence sample for sample; there the chunked audio must be as close to fp32 as the
-whole-sentence audio is (log-mel distance, within 0.05 dB). Static int8 has fixed ranges: exact.
+where the flow and vocoder compute in floating point. An int8 model cannot be held to that: *dynamic*
+int8 measures each activation's range on the tensor it is given, so a chunk is quantized with its own
+ranges; static int8 computes the same integers for a chunk as for the sentence, but a float rounding
+before a quantization (a chunk's convolution sums in another order, or an fp32 flow feeds an int8
+vocoder) can flip an int8 step, which the layers after it amplify (measured on the real voice: 6.7 dB
+SNR for a dynamic flow, 58.5 dB for an fp32 flow before a static decoder, identical for static
+throughout). There the chunked audio must be as close to the fp32 model's as the variant's own
+whole-sentence audio is: ``int8_agreement``, log-mel distance within 0.05 dB, the benchmark's criterion too.
 """
 
 from __future__ import annotations
@@ -37,9 +37,19 @@ logger = logging.getLogger(__name__)
 
 CHECK_SCHEDULE = chunking.Schedule(first_frames=3, growth=2.0, max_frames=24)  # many boundaries per sentence
 MIN_SNR_DB = 60.0
-SPREAD_SLACK_DB = 6.0  # static int8: within 6 dB of the model's own spread (as the ARM check holds it)
-DYNAMIC_LOGMEL_SLACK_DB = 0.05
-DYNAMIC_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
+INT8_LOGMEL_SLACK_DB = 0.05
+INT8_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear",
+            "QLinearConv", "QLinearMatMul")
+
+
+def int8_agreement(pairs: list[tuple[float, float]]) -> dict:
+    """Per sentence (log-mel dB of the whole-sentence int8 audio from fp32's, of the chunked int8 audio
+    from fp32's): the chunks agree with the whole sentence when, sentence by sentence at the median,
+    they are no farther from fp32 than the whole sentence is (within ``INT8_LOGMEL_SLACK_DB``)."""
+    whole_db, chunked_db = (float(np.median([p[k] for p in pairs])) for k in (0, 1))
+    excess = float(np.median([chunked - whole for whole, chunked in pairs]))
+    return {"logmel_vs_fp32_whole_db": round(whole_db, 3), "logmel_vs_fp32_chunked_db": round(chunked_db, 3),
+            "chunked_excess_db": round(excess, 3), "ok": excess <= INT8_LOGMEL_SLACK_DB}
 
 
 def streaming_section(architecture: dict) -> dict:
@@ -77,20 +87,10 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
                          providers=["CPUExecutionProvider"])
     ops = {n.op_type for piece in ("flow", "vocoder")
            for n in onnx.load(str(folder / record[piece]), load_external_data=False).graph.node}
-    dynamic = bool(ops & set(DYNAMIC_OPS))
-    static = not dynamic and "QuantizeLinear" in ops
-    fp32 = _voice(folder / contract.MODEL_FILE, sidecar) if dynamic and model_name != contract.MODEL_FILE else None
-    basic = None
-    if static:  # the same file at onnxruntime's basic graph optimizations: its own spread
-        options_basic = ort.SessionOptions()
-        options_basic.intra_op_num_threads = 2
-        options_basic.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        from runtime.voice import Voice
-
-        basic = Voice.from_session(ort.InferenceSession(str(folder / model_name), options_basic,
-                                                        providers=["CPUExecutionProvider"]), sidecar)
+    int8 = bool(ops & set(INT8_OPS))
+    fp32 = _voice(folder / contract.MODEL_FILE, sidecar) if int8 and model_name != contract.MODEL_FILE else None
     language = next(iter(whole.config.languages), None)
-    worst, worst_diff, mel, margins = float("inf"), 0.0, [], []
+    worst, worst_diff, mel = float("inf"), 0.0, []
     for text in texts or VERIFY_SENTENCES:
         ids = whole.text_to_ids(text, language) or [0]
         syn = SynthesisConfig(noise_scale=0.0, noise_w=0.0, language=language)
@@ -104,9 +104,6 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
                               f"{len(reference)}; please report this with your voice")
         worst = min(worst, snr_db(reference, audio))
         worst_diff = max(worst_diff, float(np.abs(reference - audio).max()))
-        if basic is not None:
-            spread = snr_db(reference, basic.ids_to_audio(ids, syn))
-            margins.append((snr_db(reference, audio), spread, min(MIN_SNR_DB, max(spread - SPREAD_SLACK_DB, 3.0))))
         if fp32 is not None:
             from exporter.quality import logmel_distance_db
 
@@ -115,24 +112,18 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
                         logmel_distance_db(ref32, audio, whole.sample_rate)))
     result = {"sentences": len(texts or VERIFY_SENTENCES), "chunks": "first 3 frames, doubling to 24",
               "min_snr_db": round(float(worst), 1) if np.isfinite(worst) else "identical",
-              "max_abs_diff": float(f"{worst_diff:.3g}"), "dynamic_int8": dynamic}
-    if mel:
-        whole_db, chunked_db = (float(np.median([m[k] for m in mel])) for k in (0, 1))
-        result.update(logmel_vs_fp32_whole_db=round(whole_db, 3), logmel_vs_fp32_chunked_db=round(chunked_db, 3))
-        if chunked_db > whole_db + DYNAMIC_LOGMEL_SLACK_DB:
-            raise ExportError(f"streaming pieces of {model_name}: chunked audio is {chunked_db:.3f} dB log-mel from "
-                              f"fp32, the whole sentence {whole_db:.3f} dB: dynamic int8 does not stream here")
-    elif margins:
-        result["own_spread_db"] = [round(float(m[1]), 1) for m in margins]
-        short = [m for m in margins if m[0] < m[2]]
-        if short:
-            snr, spread, bound = short[0]
-            raise ExportError(f"streaming pieces of {model_name}: chunked audio is only {snr:.1f} dB SNR from the whole "
-                              f"graph, while the graph itself moves {spread:.1f} dB between two onnxruntime "
-                              f"optimization levels (need >= {bound:.1f} dB); please report this with your voice")
-    elif worst < MIN_SNR_DB:
+              "max_abs_diff": float(f"{worst_diff:.3g}"), "int8": int8}
+    if worst >= MIN_SNR_DB:
+        return result
+    if not mel:
         raise ExportError(f"streaming pieces of {model_name}: chunked audio is only {worst:.1f} dB SNR from the whole "
                           f"graph (need >= {MIN_SNR_DB:.0f} dB); please report this with your voice")
+    agreement = int8_agreement(mel)
+    result.update({k: v for k, v in agreement.items() if k != "ok"})
+    if not agreement["ok"]:
+        raise ExportError(f"streaming pieces of {model_name}: chunked audio is {agreement['logmel_vs_fp32_chunked_db']}"
+                          f" dB log-mel from fp32, the whole sentence {agreement['logmel_vs_fp32_whole_db']} dB (median): "
+                          f"the int8 plan does not stream here; please report this with your voice")
     return result
 
 

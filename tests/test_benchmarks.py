@@ -268,7 +268,7 @@ def test_default_sentences_ship_inside_the_repo():
 def test_streaming_benchmark_quick_run(real_voice_quantized, tmp_path):
     """`python -m benchmarks.streaming --quick` on the real voice and its default int8 variant: every
     contender speaks, the ratios the targets are about are computed, the joined chunks are exact (fp32)
-    or within the variant's own spread (int8). Timings are reported, never judged here."""
+    or no farther from fp32 than the variant's whole sentence (int8). Timings are reported, never judged here."""
     out = tmp_path / "stream"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.streaming", "--voice", str(real_voice_quantized),
                            "--quick", "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
@@ -286,8 +286,9 @@ def test_streaming_benchmark_quick_run(real_voice_quantized, tmp_path):
         if _installed("streaming_vits"):
             assert ratios["long-1"]["vs_streaming_vits_ttfa"]["median"] > 0
     exact = data["exactness"]
-    assert min(exact["model.onnx"]["joined_vs_whole_snr_db"]) > 60
-    for joined, spread in zip(exact["model.auto.onnx"]["joined_vs_whole_snr_db"],
-                              exact["model.auto.onnx"]["whole_basic_vs_full_snr_db"]):
-        assert joined >= min(60.0, spread - 6.0)
+    assert min(exact["model.onnx"]["joined_vs_whole_snr_db"]) > 60 and exact["model.onnx"]["ok"]
+    auto = exact["model.auto.onnx"]  # its plan varies with this machine's timings: the criterion must not
+    assert auto["ok"]
+    if min(auto["joined_vs_whole_snr_db"]) < 60:
+        assert auto["chunked_excess_db"] <= 0.05
     assert "first audio / whole time" in (out / "report.md").read_text()
