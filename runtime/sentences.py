@@ -82,3 +82,37 @@ def iter_sentences(lines: Iterable[str], max_chars: int = MAX_CHARS) -> Iterator
     if pending.strip():
         for sentence in split_sentences(pending):
             yield from bounded_pieces(sentence, max_chars)
+
+
+class SentenceStream:
+    """Sentences cut from text that arrives in pieces (a Wyoming ``synthesize-chunk`` stream, an LLM's
+    tokens): ``add`` returns the sentences its text completed, ``finish`` the rest.
+
+    A sentence is complete when the next one has begun: "Dr. " or "3." at the end of a piece may go on
+    ("Dr. Lee", "3.5"), and "Wait... did you" continues in lowercase, so the last sentence of a piece
+    waits for more text. Pending text is bounded like ``iter_sentences``' (a long run without
+    punctuation is cut at clauses and spaces)."""
+
+    def __init__(self, max_chars: int = MAX_CHARS):
+        self.max_chars = max_chars
+        self.pending = ""
+
+    def add(self, text: str) -> list[str]:
+        self.pending += text
+        sentences = split_sentences(self.pending)
+        done: list[str] = []
+        if len(sentences) > 1:
+            for sentence in sentences[:-1]:
+                done += bounded_pieces(sentence, self.max_chars)
+            tail = sentences[-1]
+            self.pending = tail + self.pending[len(self.pending.rstrip()):]  # keep a trailing space: a boundary
+        while len(self.pending) > 4 * self.max_chars:
+            head = bounded_pieces(self.pending.strip(), self.max_chars)
+            done += head[:-1]
+            self.pending = head[-1]
+        return done
+
+    def finish(self) -> list[str]:
+        text, self.pending = self.pending, ""
+        return [piece for sentence in split_sentences(" ".join(text.split()))
+                for piece in bounded_pieces(sentence, self.max_chars)]

@@ -1,0 +1,173 @@
+"""``python -m runtime.serve --voice DIR [--uri tcp://127.0.0.1:10200]``: serve voices over Wyoming.
+
+The flags wyoming-piper has mean what they mean there. The default address is loopback: the Wyoming
+protocol has no authentication or encryption, so ``--uri tcp://0.0.0.0:10200`` (what Home Assistant on
+another machine needs) lets anyone on the network use the server; bind it to a trusted network only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from urllib.parse import urlparse
+
+logger = logging.getLogger("runtime.serve")
+
+DEFAULT_URI = "tcp://127.0.0.1:10200"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from runtime.serve.catalog import DEFAULT_VARIANT
+    from runtime.serve.server import Settings
+
+    d = Settings(default_voice="")
+    p = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--uri", default=DEFAULT_URI, help="tcp://HOST:PORT to listen on; loopback unless you choose "
+                   "otherwise (the protocol has no authentication)")
+    p.add_argument("--voice", action="append", default=[], metavar="PATH",
+                   help="a voice folder, a model file in one, or a Piper VOICE.onnx (repeatable; the first is the "
+                        "default voice)")
+    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="offer every voice folder and Piper voice under DIR (repeatable)")
+    p.add_argument("--variant", default=DEFAULT_VARIANT,
+                   help="which model of a voice folder to run: model.VARIANT.onnx when there is one, else model.onnx "
+                        "(fp32: always model.onnx)")
+    p.add_argument("--zeroconf", nargs="?", const="vits-edge", default=None, metavar="NAME",
+                   help="announce the server for Home Assistant's discovery (needs the zeroconf extra)")
+    p.add_argument("--speaker", help="speaker (name or id) of the default voice")
+    p.add_argument("--length-scale", type=float, help="phoneme length (above 1: slower)")
+    p.add_argument("--noise-scale", type=float, help="generator noise")
+    p.add_argument("--noise-w-scale", "--noise-w", dest="noise_w", type=float, help="phoneme width noise")
+    p.add_argument("--auto-punctuation", default=d.auto_punctuation,
+                   help="end a sentence without one of these with the first")
+    p.add_argument("--samples-per-chunk", type=int, default=d.samples_per_chunk, help="samples per audio-chunk event")
+    p.add_argument("--no-streaming", action="store_true", help="do not offer text streaming (synthesize-start ...)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="requests synthesized at once; each takes a turn per sentence start or decoder chunk")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per voice (default: all cores)")
+    p.add_argument("--max-loaded-mb", type=float, default=512.0,
+                   help="unload the least recently used voice past this many MB of loaded model files")
+    p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longest text of one request")
+    p.add_argument("--max-connections", type=int, default=d.max_connections, help="open connections at most")
+    p.add_argument("--idle-timeout", type=float, default=d.limits.idle_s,
+                   help="close a connection that sends nothing for this many seconds")
+    p.add_argument("--no-preload", action="store_true", help="load the default voice at its first request, "
+                   "not at start")
+    p.add_argument("--debug", action="store_true", help="log DEBUG messages")
+    return p
+
+
+def _address(uri: str) -> tuple[str, int]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
+        print(f"error: --uri must be tcp://HOST:PORT (for example {DEFAULT_URI}), not {uri!r}", file=sys.stderr)
+        raise SystemExit(2)
+    return parsed.hostname, parsed.port
+
+
+def _loopback(host: str) -> bool:
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return host == "localhost"
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from runtime.config import VoiceError
+    from runtime.serve import catalog as voices
+    from runtime.serve.engine import Engine
+    from runtime.serve.protocol import Limits
+    from runtime.serve.server import Server, Settings
+
+    host, port = _address(args.uri)
+    try:
+        catalog = voices.build(args.voice, args.data_dir, variant=args.variant)
+    except VoiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    default = next(iter(catalog))
+    if args.speaker is not None and catalog[default].speakers and args.speaker not in catalog[default].speakers \
+            and not args.speaker.isdigit():
+        print(f"error: --speaker {args.speaker!r}: voice {default} has {', '.join(catalog[default].speakers)}",
+              file=sys.stderr)
+        return 2
+    settings = Settings(default_voice=default, speaker=args.speaker, length_scale=args.length_scale,
+                        noise_scale=args.noise_scale, noise_w=args.noise_w, auto_punctuation=args.auto_punctuation,
+                        samples_per_chunk=args.samples_per_chunk, streaming=not args.no_streaming,
+                        max_text_chars=args.max_text_chars, max_connections=args.max_connections,
+                        limits=Limits(idle_s=args.idle_timeout))
+    try:
+        engine = Engine(catalog, workers=args.workers, threads=args.threads, max_loaded_mb=args.max_loaded_mb)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server = Server(catalog, engine, settings, _version())
+    try:
+        listener = await server.serve(host, port)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.uri}: {exc}", file=sys.stderr)
+        return 2
+    if not _loopback(host):
+        logger.warning("listening on %s: the Wyoming protocol has no authentication, so anyone who can reach this "
+                       "address can use the server; keep it on a trusted network", args.uri)
+    zeroconf = None
+    if args.zeroconf:
+        try:
+            from wyoming.zeroconf import HomeAssistantZeroconf
+        except ImportError:
+            print("error: --zeroconf needs the zeroconf package: pip install 'vits-edge[zeroconf]'", file=sys.stderr)
+            return 2
+        zeroconf = HomeAssistantZeroconf(name=args.zeroconf, port=port, host=None if host in ("0.0.0.0", "::")
+                                         else host)
+        await zeroconf.register_server()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"vits-edge: serving {len(catalog)} voice(s) ({', '.join(catalog)}; default {default}) on "
+          f"tcp://{host}:{listener.sockets[0].getsockname()[1]}", flush=True)
+    if not args.no_preload:
+        loop.create_task(_preload(engine, default))
+    async with listener:
+        await stop.wait()
+    engine.close()
+    return 0
+
+
+async def _preload(engine, name: str) -> None:
+    try:
+        await engine.voice(name)
+    except Exception as exc:  # the first request will say it again, to its client
+        logger.error("default voice %s could not be loaded: %s", name, exc)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vits-edge")
+    except PackageNotFoundError:
+        return "0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.samples_per_chunk < 1 or args.max_text_chars < 1 or args.max_connections < 1:
+        print("error: --samples-per-chunk, --max-text-chars and --max-connections must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""The Wyoming text-to-speech server: one ``Handler`` per connection, all sharing one ``Engine``.
+
+What a connection can ask (wyoming's tts events, as Home Assistant and wyoming-piper use them):
+``describe`` -> ``info`` (from the catalog: nothing is loaded to answer it); ``synthesize`` -> one
+``audio-start``, the audio in ``audio-chunk`` events as it is decoded, one ``audio-stop``; a stream
+``synthesize-start``, ``synthesize-chunk``..., (a compatibility ``synthesize``, ignored),
+``synthesize-stop`` -> one audio cycle per sentence, each begun as soon as the sentence is complete,
+then ``synthesize-stopped``; ``ping`` -> ``pong``. Anything else, and every client mistake, is answered
+with an ``error`` event on that connection, which stays open (but for a frame that cannot be skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event, async_write_event
+from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
+from wyoming.ping import Ping, Pong
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+from runtime.config import VoiceError
+from runtime.sentences import SentenceStream
+from runtime.serve.catalog import VoiceEntry
+from runtime.serve.engine import Engine
+from runtime.serve.protocol import Limits, ProtocolError, read_event
+from runtime.text.errors import FrontendError
+
+logger = logging.getLogger(__name__)
+
+WIDTH, CHANNELS = 2, 1  # 16-bit mono, as every Piper and Coqui voice speaks
+MAX_PROTOCOL_ERRORS = 8  # a connection sending only junk is closed after this many answers
+
+
+class ClientError(Exception):
+    """A request the server cannot do as asked; the message says why (sent as an ``error`` event)."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Settings:
+    """The server's options (``python -m runtime.serve --help``)."""
+
+    default_voice: str
+    speaker: str | None = None
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    auto_punctuation: str = ".?!。？！．؟"
+    samples_per_chunk: int = 1024
+    streaming: bool = True
+    max_text_chars: int = 10_000
+    max_connections: int = 32
+    write_timeout_s: float = 30.0
+    limits: Limits = field(default_factory=Limits)
+
+
+def program_info(catalog: dict[str, VoiceEntry], settings: Settings, version: str) -> Info:
+    voices = [TtsVoice(name=e.name, description=e.description, attribution=Attribution(*e.attribution),
+                       installed=True, version=None, languages=e.languages,
+                       speakers=[TtsVoiceSpeaker(name=s) for s in e.speakers] or None)
+              for e in catalog.values()]
+    program = TtsProgram(name="vits-edge", description="Coqui VITS voices, int8 and streaming, on onnxruntime",
+                         attribution=Attribution("vits-edge", "https://github.com/coqui-ai/TTS"), installed=True,
+                         version=version, voices=voices, supports_synthesize_streaming=settings.streaming)
+    return Info(tts=[program])
+
+
+class Server:
+    """Shared by every connection: the catalog, the engine, the settings and the ``info`` answer."""
+
+    def __init__(self, catalog: dict[str, VoiceEntry], engine: Engine, settings: Settings, version: str):
+        self.catalog = catalog
+        self.engine = engine
+        self.settings = settings
+        self.info_event = program_info(catalog, settings, version).event()
+        self.connections = 0
+
+    async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._connected, host=host, port=port,
+                                          limit=self.settings.limits.line_bytes)
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= self.settings.max_connections:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(async_write_event(Error(
+                    text=f"busy: {self.connections} connections already (--max-connections); try again",
+                    code="busy").event(), writer), 1.0)
+            writer.close()
+            return
+        self.connections += 1
+        try:
+            await Handler(self, reader, writer).run()
+        finally:
+            self.connections -= 1
+
+
+class Handler:
+    """One connection."""
+
+    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server = server
+        self.settings = server.settings
+        self.reader = reader
+        self.writer = writer
+        self.stream: _Stream | None = None  # a synthesize-start ... synthesize-stop in progress
+        self.protocol_errors = 0
+
+    async def write(self, event: Event) -> None:
+        await asyncio.wait_for(async_write_event(event, self.writer), self.settings.write_timeout_s)
+
+    async def error(self, text: str, code: str) -> None:
+        logger.info("client error (%s): %s", code, text)
+        await self.write(Error(text=text, code=code).event())
+
+    async def run(self) -> None:
+        peer = self.writer.get_extra_info("peername")
+        try:
+            while True:
+                try:
+                    event = await read_event(self.reader, self.settings.limits)
+                except ProtocolError as exc:
+                    self.protocol_errors += 1
+                    await self.error(str(exc), exc.code)
+                    if exc.fatal or self.protocol_errors >= MAX_PROTOCOL_ERRORS:
+                        break
+                    continue
+                if event is None:
+                    break
+                try:
+                    await self.handle(event)
+                except ClientError as exc:
+                    self.stream = None
+                    await self.error(str(exc), exc.code)
+        except asyncio.TimeoutError:
+            logger.debug("%s: idle or not reading; closed", peer)
+        except (ConnectionError, OSError) as exc:
+            logger.debug("%s: gone (%s)", peer, exc)
+        except Exception:  # a bug of ours: say so to this client, keep serving the others
+            logger.exception("%s: unexpected error", peer)
+            with contextlib.suppress(Exception):
+                await self.error("internal error in the server (see its log)", "internal")
+        finally:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    async def handle(self, event: Event) -> None:
+        kind = event.type
+        if Describe.is_type(kind):
+            await self.write(self.server.info_event)
+        elif Ping.is_type(kind):
+            await self.write(Pong(text=event.data.get("text")).event())
+        elif Synthesize.is_type(kind):
+            if self.stream is not None:
+                return  # the compatibility copy of a stream's text: the chunks already carry it
+            request = _parse(Synthesize, event)
+            text = _text(request.text, self.settings.max_text_chars)
+            sentences = SentenceStream()
+            said = await self.speak(request.voice, sentences.add(text) + sentences.finish(), cycle_per_sentence=False)
+            if not said:
+                raise ClientError("nothing to say: the text is empty or has nothing this voice can say", "no-audio")
+        elif self.settings.streaming and SynthesizeStart.is_type(kind):
+            request = _parse(SynthesizeStart, event)
+            self._resolve(request.voice)  # an unknown voice is said now, not after the text has come
+            self.stream = _Stream(request.voice)
+        elif self.settings.streaming and SynthesizeChunk.is_type(kind):
+            if self.stream is None:
+                raise ClientError("synthesize-chunk outside a stream: send synthesize-start first", "no-stream")
+            chunk = _parse(SynthesizeChunk, event)
+            self.stream.chars += len(_text(chunk.text, self.settings.max_text_chars, empty_ok=True))
+            if self.stream.chars > self.settings.max_text_chars:
+                raise ClientError(f"text too long: at most {self.settings.max_text_chars} characters per request "
+                                  "(--max-text-chars)", "text-too-long")
+            self.stream.said += await self.speak(self.stream.voice, self.stream.sentences.add(chunk.text))
+        elif self.settings.streaming and SynthesizeStop.is_type(kind):
+            if self.stream is None:
+                raise ClientError("synthesize-stop outside a stream: send synthesize-start first", "no-stream")
+            stream = self.stream
+            stream.said += await self.speak(stream.voice, stream.sentences.finish())
+            self.stream = None
+            if not stream.said:
+                raise ClientError("nothing to say: the stream's text is empty or has nothing this voice can say",
+                                  "no-audio")
+            await self.write(SynthesizeStopped().event())
+        elif kind in ("synthesize-start", "synthesize-chunk", "synthesize-stop"):
+            return  # streaming is off (--no-streaming): as wyoming-piper, its events are ignored
+        else:
+            raise ClientError(f"unknown event type {kind!r} for a text-to-speech server", "unknown-event")
+
+    def _resolve(self, requested) -> tuple[VoiceEntry, str | int | None]:
+        catalog = self.server.catalog
+        name = requested.name if requested is not None else None
+        speaker = requested.speaker if requested is not None else None
+        if name is None and requested is not None and requested.language:
+            name = next((e.name for e in catalog.values() if requested.language in e.languages
+                         or any(lang.split("_")[0] == requested.language.replace("-", "_").split("_")[0]
+                                for lang in e.languages)), None)
+            if name is None:
+                raise ClientError(f"no voice for language {requested.language!r}; this server has: "
+                                  f"{', '.join(sorted({lang for e in catalog.values() for lang in e.languages}))}",
+                                  "unknown-language")
+        name = name or self.settings.default_voice
+        if name not in catalog:
+            raise ClientError(f"unknown voice {name!r}; this server has: {', '.join(catalog)}", "unknown-voice")
+        entry = catalog[name]
+        if speaker is None and name == self.settings.default_voice:
+            speaker = self.settings.speaker
+        if speaker is not None:
+            if speaker in entry.speakers:
+                pass
+            elif str(speaker).isdigit() and (int(speaker) in entry.config.speakers.values()
+                                             or not entry.speakers and int(speaker) == 0):
+                speaker = int(speaker)
+            else:
+                has = f"it has: {', '.join(entry.speakers)}" if entry.speakers else "it has a single speaker"
+                raise ClientError(f"voice {name} has no speaker {speaker!r}; {has}", "unknown-speaker")
+            if not entry.speakers:
+                speaker = None
+        return entry, speaker
+
+    def _punctuated(self, sentence: str) -> str:
+        marks = self.settings.auto_punctuation
+        if marks and sentence and sentence[-1] not in marks:
+            return sentence + marks[0]
+        return sentence
+
+    async def speak(self, requested, sentences: list[str], *, cycle_per_sentence: bool = True) -> int:
+        """Speak ``sentences``: one audio cycle each (a stream), or one for all (``synthesize``); the audio
+        goes out as it is decoded. Returns how many sentences made audio."""
+        if not sentences:
+            return 0
+        entry, speaker = self._resolve(requested)
+        try:
+            voice = await self.server.engine.voice(entry.name)
+        except VoiceError as exc:
+            raise ClientError(str(exc), "voice-unavailable") from exc
+        start = AudioStart(rate=voice.sample_rate, width=WIDTH, channels=CHANNELS).event()
+        block = self.settings.samples_per_chunk * WIDTH * CHANNELS
+        said, started = 0, False
+        for sentence in sentences:
+            if not any(ch.isalnum() for ch in sentence):
+                logger.info("nothing to say in %r (no letters or digits): skipped", sentence[:80])
+                continue
+            chunks = voice.stream([self._punctuated(sentence)], speaker=speaker,
+                                  length_scale=self.settings.length_scale, noise_scale=self.settings.noise_scale,
+                                  noise_w=self.settings.noise_w)
+            pending = b""
+            spoke = False
+            while True:
+                try:
+                    chunk = await self.server.engine.next(chunks)
+                except (VoiceError, FrontendError) as exc:
+                    raise ClientError(f"cannot say {sentence[:80]!r}: {exc}", "bad-text") from exc
+                if chunk is None:
+                    break
+                if not started:
+                    await self.write(start)
+                    started = True
+                spoke = True
+                pending += chunk.pcm16()
+                cut = len(pending) - len(pending) % block if not chunk.final else len(pending)
+                for offset in range(0, cut, block):
+                    await self.write(AudioChunk(rate=voice.sample_rate, width=WIDTH, channels=CHANNELS,
+                                                audio=pending[offset:min(offset + block, cut)]).event())
+                pending = pending[cut:]
+            said += spoke
+            if cycle_per_sentence and started:
+                await self.write(AudioStop().event())
+                started = False
+        if started:
+            await self.write(AudioStop().event())
+        return said
+
+
+@dataclass
+class _Stream:
+    voice: object  # SynthesizeVoice | None
+    sentences: SentenceStream = None  # type: ignore[assignment]
+    chars: int = 0
+    said: int = 0
+
+    def __post_init__(self):
+        self.sentences = SentenceStream()
+
+
+def _parse(kind, event: Event):
+    try:
+        request = kind.from_event(event)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ClientError(f"a {event.type} event without what it needs ({exc!r})", "bad-event") from exc
+    voice = getattr(request, "voice", None)
+    if voice is not None and not all(isinstance(v, (str, type(None))) for v in (voice.name, voice.speaker)):
+        raise ClientError("voice name and speaker must be strings", "bad-event")
+    return request
+
+
+def _text(text, max_chars: int, *, empty_ok: bool = False) -> str:
+    if not isinstance(text, str):
+        raise ClientError("text must be a string", "bad-event")
+    if not empty_ok and not text.strip():
+        raise ClientError("nothing to say: the text is empty", "no-text")
+    if len(text) > max_chars:
+        raise ClientError(f"text too long: at most {max_chars} characters per request (--max-text-chars)",
+                          "text-too-long")
+    return text
+
