@@ -384,6 +384,30 @@ def test_no_streaming_ignores_stream_events_and_says_so(data_dir, tmp_path):
         srv.stop()
 
 
+def test_zeroconf_announces_the_server_for_home_assistant(data_dir, tmp_path):
+    pytest.importorskip("zeroconf")
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+    name = f"vits-edge-test-{os.getpid()}"
+    srv = ServerProcess.ours("--voice", data_dir / "char", "--zeroconf", name, log=tmp_path / "log")
+
+    async def look() -> AsyncServiceInfo:
+        zc = AsyncZeroconf()
+        info = AsyncServiceInfo("_wyoming._tcp.local.", f"{name}._wyoming._tcp.local.")
+        try:
+            found = await info.async_request(zc.zeroconf, 5000)
+        finally:
+            await zc.async_close()
+        return info if found else None
+
+    try:
+        info = run(look())
+        assert info is not None, srv.log.read_text()
+        assert info.port == srv.port and "127.0.0.1" in info.parsed_addresses()
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "no voices to serve"),
     (["--voice", "/nonexistent/voice"], "not a voice this server can offer"),

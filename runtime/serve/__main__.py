@@ -112,6 +112,7 @@ async def _main(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.uri}: {exc}", file=sys.stderr)
         return 2
+    port = listener.sockets[0].getsockname()[1]  # the one the system chose for port 0
     if not _loopback(host):
         logger.warning("listening on %s: the Wyoming protocol has no authentication, so anyone who can reach this "
                        "address can use the server; keep it on a trusted network", args.uri)
@@ -131,7 +132,7 @@ async def _main(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     print(f"vits-edge: serving {len(catalog)} voice(s) ({', '.join(catalog)}; default {default}) on "
-          f"tcp://{host}:{listener.sockets[0].getsockname()[1]}", flush=True)
+          f"tcp://{host}:{port}", flush=True)
     if not args.no_preload:
         loop.create_task(_preload(engine, default))
     async with listener:
