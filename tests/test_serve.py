@@ -356,6 +356,26 @@ def test_a_silent_client_is_closed_and_costs_nobody(server):
     assert served[-1].type == "audio-stop" and closed  # --idle-timeout 3
 
 
+def test_silent_connections_cannot_lock_others_out(data_dir, tmp_path):
+    """At --max-connections, the connection idle longest makes room for the new one."""
+    srv = ServerProcess.ours("--voice", data_dir / "char", "--max-connections", 2, log=tmp_path / "log")
+
+    async def main():
+        silent = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(2)]
+        await asyncio.sleep(0.5)
+        served = await request(srv.port, Synthesize(text="Hello there.").event())
+        closed = [await asyncio.wait_for(silent[0][0].read(1), 10) == b""]
+        for _, writer in silent:
+            writer.close()
+        return served, closed
+
+    try:
+        served, closed = run(main())
+        assert served[-1].type == "audio-stop" and closed[0]  # the oldest silent one was closed
+    finally:
+        srv.stop()
+
+
 def test_a_client_that_leaves_mid_stream_costs_nobody(server):
     async def main():
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -81,7 +82,11 @@ class Server:
         self.engine = engine
         self.settings = settings
         self.info_event = program_info(catalog, settings, version).event()
-        self.connections = 0
+        self.handlers: set[Handler] = set()
+
+    @property
+    def connections(self) -> int:
+        return len(self.handlers)
 
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
         return await asyncio.start_server(self._connected, host=host, port=port,
@@ -89,17 +94,28 @@ class Server:
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.connections >= self.settings.max_connections:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(async_write_event(Error(
-                    text=f"busy: {self.connections} connections already (--max-connections); try again",
-                    code="busy").event(), writer), 1.0)
-            writer.close()
-            return
-        self.connections += 1
+            # full: the connection idle longest (waiting for its next event, not mid-request) makes room,
+            # so connections that hold a slot and say nothing cannot lock the others out
+            idle = [h for h in self.handlers if not h.busy]
+            if idle:
+                oldest = min(idle, key=lambda h: h.last_event)
+                logger.info("--max-connections %d reached: closing the connection idle longest",
+                            self.settings.max_connections)
+                self.handlers.discard(oldest)
+                oldest.writer.transport.abort()
+            else:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(async_write_event(Error(
+                        text=f"busy: {self.connections} requests under way (--max-connections); try again",
+                        code="busy").event(), writer), 1.0)
+                writer.close()
+                return
+        handler = Handler(self, reader, writer)
+        self.handlers.add(handler)
         try:
-            await Handler(self, reader, writer).run()
+            await handler.run()
         finally:
-            self.connections -= 1
+            self.handlers.discard(handler)
 
 
 class Handler:
@@ -112,6 +128,8 @@ class Handler:
         self.writer = writer
         self.stream: _Stream | None = None  # a synthesize-start ... synthesize-stop in progress
         self.protocol_errors = 0
+        self.busy = False  # handling an event (speaking), not waiting for the next one
+        self.last_event = time.monotonic()
 
     async def write(self, event: Event) -> None:
         await asyncio.wait_for(async_write_event(event, self.writer), self.settings.write_timeout_s)
@@ -134,11 +152,14 @@ class Handler:
                     continue
                 if event is None:
                     break
+                self.busy, self.last_event = True, time.monotonic()
                 try:
                     await self.handle(event)
                 except ClientError as exc:
                     self.stream = None
                     await self.error(str(exc), exc.code)
+                finally:
+                    self.busy, self.last_event = False, time.monotonic()
         except asyncio.TimeoutError:
             logger.debug("%s: idle or not reading; closed", peer)
         except (ConnectionError, OSError) as exc:
