@@ -13,11 +13,16 @@ import pytest
 from tests_helpers import REPO
 
 ALLOWED = {"numpy", "onnxruntime", "runtime"}
+EXTRAS = {"serve": {"wyoming"}}  # runtime/serve/: the `server` extra (and `zeroconf`, which wyoming imports)
 
 
 def test_runtime_imports_only_stdlib_numpy_onnxruntime():
+    """The device runtime needs nothing else; an extra's folder only what its extra installs, and nothing
+    outside that folder imports it."""
     offenders = []
     for path in (REPO / "runtime").rglob("*.py"):
+        folder = path.relative_to(REPO / "runtime").parts[0]
+        allowed = ALLOWED | EXTRAS.get(folder, set())
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.Import):
@@ -26,8 +31,11 @@ def test_runtime_imports_only_stdlib_numpy_onnxruntime():
                 names = [node.module or ""]
             for name in names:
                 top = name.split(".")[0]
-                if top not in ALLOWED and top not in sys.stdlib_module_names:
+                if top not in allowed and top not in sys.stdlib_module_names:
                     offenders.append(f"{path.relative_to(REPO)}: {name}")
+                extra = name.split(".")[1] if name.startswith("runtime.") and name.count(".") else None
+                if extra in EXTRAS and folder != extra:
+                    offenders.append(f"{path.relative_to(REPO)}: {name} (the {extra} extra's code)")
     assert not offenders
 
 
@@ -63,3 +71,12 @@ def test_synthesize_runs_in_slim_venv(slim_venv, exported, tmp_path):
     assert out.stat().st_size > 1000
     script = subprocess.run([str(slim_venv.parent / "vits-edge-synthesize"), "--help"], capture_output=True, text=True)
     assert script.returncode == 0 and "--output-raw" in script.stdout
+
+
+def test_server_without_its_extra_says_how_to_install_it(slim_venv, exported, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    for argv in ([str(slim_venv), "-m", "runtime.serve"], [str(slim_venv.parent / "vits-edge-serve")]):
+        proc = subprocess.run([*argv, "--voice", str(exported("char"))], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=120)
+        assert proc.returncode == 2 and "pip install 'vits-edge[server]'" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -158,6 +158,11 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        import wyoming  # noqa: F401
+    except ImportError:
+        print("error: the server needs the wyoming package: pip install 'vits-edge[server]'", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
