@@ -47,7 +47,7 @@ class UnitNames:
     with its neighbours in the graph."""
 
     def __init__(self, source):
-        from exporter.quantize import node_units
+        from exporter.quant.units import node_units
 
         self.units = node_units(source)
         by_path: dict[str, set[str]] = defaultdict(set)

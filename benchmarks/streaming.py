@@ -55,7 +55,7 @@ LONG_SENTENCES = (
     "scatter it.",
 )
 PARAGRAPH_SENTENCES = 5
-DEFAULT_VARIANT = "model.auto.onnx"  # the default int8 preset (exporter.quantize.DEFAULT_PRESET)
+DEFAULT_VARIANT = "model.auto.onnx"  # the default int8 preset (exporter.quant.DEFAULT_PRESET)
 IDLE_S = 0.5
 
 

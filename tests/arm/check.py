@@ -267,15 +267,15 @@ def same_recipe(preset: str, target: str) -> bool:
     unsigned activations and signed weights, is also the ARM one.)"""
     import dataclasses
 
-    from exporter.quantize import machine_target
-    from exporter.quantize import preset as recipe
+    from exporter.quant import machine_target
+    from exporter.quant import preset as recipe
 
     return dataclasses.replace(recipe(preset, target), target=machine_target()) == recipe(preset, machine_target())
 
 
 def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str], None], logs: Path) -> Path:
     """``voice/model.PRESET.onnx`` by the documented command (``python -m exporter quantize``), cached."""
-    from exporter.quantize import PRESETS  # noqa: F401  (fails early, with the exporter's message, if absent)
+    from exporter.quant import PRESETS  # noqa: F401  (fails early, with the exporter's message, if absent)
 
     tokenizer = json.loads((voice / "model.onnx.json").read_text(encoding="utf-8"))
     tokenizer.pop("variants", None)
@@ -323,7 +323,7 @@ def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str
 def prepare_models(voices: Path, *, real_voice: Path | None = None, presets: tuple[str, ...] | None = None,
                    log: Callable[[str], None] = print) -> list[Case]:
     """Every model to speak: the real voice's fp32 and int8 presets, for both targets, and a phoneme voice."""
-    from exporter.quantize import PRESETS
+    from exporter.quant import PRESETS
 
     presets = PRESETS if presets is None else presets
 

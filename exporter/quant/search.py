@@ -13,105 +13,28 @@ sentences that calibration never sees:
 
 Speed is the variant's time over fp32's on the same sentences, the two taking turns in blocks in one
 process, run as the device runs them. Gains under ``min_speedup`` are timing noise and buy nothing.
-Weight storage is not timed: onnxruntime folds it back to fp32 weights at load (exporter/weight_only.py).
+Weight storage is not timed: onnxruntime folds it back to fp32 weights at load (exporter/quant/storage.py).
 
 Each unit's treatments form a ladder, each rung adding error to the one before (fp16 weights, int8
 weights, int8 activations on the convolutions, int8 on everything between them): a rung that breaks
 the budget is not climbed past. That is what keeps the search to a few minutes.
 """
 
+
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.quantize import (
-    COMPUTE,
-    DURATION_UNITS,
-    Comparison,
-    QuantConfig,
-    _record,
-    add_pieces,
-    build,
-    machine_target,
-    unit_names,
-)
+from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, _Listener, within
+from exporter.quant.build import build
+from exporter.quant.plans import COMPUTE, QuantConfig, machine_target, options_for
+from exporter.quant.units import DURATION_UNITS, unit_names
+from exporter.quant.variants import add_pieces, record
 from runtime import contract
-
-logger = logging.getLogger(__name__)
-
-# Judged on these, calibrated on exporter.quantize.CALIBRATION_SENTENCES: the two sets share nothing.
-JUDGE_SENTENCES = (
-    "I would like a cup of tea with milk, but no sugar, please.",
-    "The train to Edinburgh leaves from platform nine at a quarter to six.",
-    "Why did the children laugh when the old clock finally struck twelve?",
-    "Fresh bread, warm soup and a little honey: that is all we need tonight.",
-    "Scientists measured the temperature of the lake every hour for three weeks.",
-    "Turn left at the bakery, then walk straight on until you see the bridge.",
-    "Oh no! I left my umbrella on the bus again.",
-    "Her voice was soft and calm, like rain on a summer evening.",
-    "The results will be published in the journal next spring.",
-    "Yes.",
-)
-
-
-@dataclass(frozen=True)
-class Budget:
-    max_logmel_db: float = 1.0
-    mos_tolerance: float = 0.1
-    min_speedup: float = 1.03
-
-
-def options_for(unit: str) -> tuple[tuple[str, str | None], ...]:
-    """``(option, the rung below it)``: an option is tried only if the rung below passed the budget."""
-    if unit.startswith(DURATION_UNITS):
-        return (("fp16w", None), ("int8w", "fp16w"), ("dynamic", "int8w"))
-    if unit == "decoder.post":
-        # conv_post has one output channel: int8 compute is slower there (QLinearConv 54 ms against 37 ms
-        # fp32 over the 25 dev sentences), and its weights are too few to be worth storing smaller.
-        return ()
-    ladder = (("int8w", None), ("qdq", "int8w"), ("qdq+", "qdq"))
-    if unit == "flow":
-        return ladder + (("dynamic", "int8w"),)
-    return ladder  # decoder stages (upsamplers in polyphase form: see exporter/polyphase.py)
-
-
-def within(measured: dict, budget: Budget) -> tuple[bool, str]:
-    if measured.get("lengths_changed"):
-        return False, f"{measured['lengths_changed']}/{measured['length_checks']} lengths changed across length scales"
-    if measured["same_length"] != measured["sentences"]:
-        return False, f"{measured['sentences'] - measured['same_length']} lengths changed"
-    if measured["logmel_db"] is not None and measured["logmel_db"] > budget.max_logmel_db:
-        return False, f"log-mel {measured['logmel_db']:.2f} dB > {budget.max_logmel_db} dB"
-    return True, "inside the budget"
-
-
-class _Listener:
-    """Whisper and DNSMOS when installed (the bench extra); otherwise says what it cannot judge."""
-
-    def __init__(self, threads: int):
-        from exporter.quality import Scorer
-
-        self.scorer = Scorer(threads)
-        self.notes = [n for n in (self.scorer.asr_error, self.scorer.mos_error) if n]
-        self.available = self.scorer.asr is not None or self.scorer.dnsmos is not None
-
-    def score(self, texts, audio, rate) -> dict:
-        s = self.scorer.score(list(texts), list(audio), rate)
-        return {"wer": s.get("wer"), **{k: s["dnsmos"][k] for k in ("ovrl", "p808") if "dnsmos" in s}}
-
-    @staticmethod
-    def verdict(ref: dict, out: dict, budget: Budget) -> tuple[bool, str]:
-        problems = [f"DNSMOS {k.upper()} {out[k]:.2f} vs fp32 {ref[k]:.2f}" for k in ("ovrl", "p808")
-                    if k in ref and out[k] < ref[k] - budget.mos_tolerance]
-        if ref.get("wer") is not None and out["wer"] > ref["wer"] + 1e-9:
-            problems.append(f"WER {out['wer']:.1%} vs fp32 {ref['wer']:.1%}")
-        return (not problems), "; ".join(problems) or "listening checks passed"
 
 
 def _heard(scores: dict) -> str:
@@ -245,7 +168,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     measured = {k: row[k] for k in ("sentences", "same_length", "logmel_db", "speed_vs_fp32", "size_mb",
                                     "size_vs_fp32", "threads", "length_checks", "lengths_changed")}
     measured.update(seconds=round(time.perf_counter() - start, 1), heard=row.get("heard"), fp32_heard=reference)
-    _record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
+    record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
                                   "budget": dataclasses.asdict(budget), "search": tried})
     report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, "
            f"{measured['size_vs_fp32']:.0%} of its size)")
