@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -14,6 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("tiny_vits")
 
 from exporter.__main__ import main
+from exporter.quant.budget import LENGTH_SCALES
 from exporter.quant.plans import preset
 from exporter.quant.units import node_units
 from runtime import contract
@@ -137,12 +139,14 @@ def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
             assert (row["step"] == "skipped") == failed_below
     for row in search_rows:
         if row["within_budget"]:
-            assert row["same_length"] == row["sentences"] and row["logmel_db"] <= 0.5
-            assert not row.get("lengths_changed")
+            assert row["logmel_db"] is None or row["logmel_db"] <= 0.5
+            assert not budget.judge(row)
         assert any(row["plan"] in line for line in lines)  # each trial was reported
     chosen = [tuple(p) for p in record["config"]["plan"]]
     final = search_rows[-1]
-    assert final["step"] == "final" and final["within_budget"] and final["length_checks"] > final["sentences"]
+    assert final["step"] == "final" and final["within_budget"]
+    assert final["durations"]["checks"] == len(LENGTH_SCALES) * final["sentences"]  # every phoneme, every scale
+    assert record["measured"]["fp32_noise_moves"]["seeds"] == 5
     assert record["measured"]["logmel_db"] is None or record["measured"]["logmel_db"] <= 0.5
     for unit, option in chosen:  # each chosen treatment passed on its own first
         alone = [r for r in search_rows if r["step"] == "alone" and r["plan"] == f"{unit}={option}"]
@@ -153,6 +157,47 @@ def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
     strict = search(folder, budget=Budget(max_logmel_db=0.0), listen=False, report=lines.append)
     record = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())["variants"][strict.name]
     assert all(option not in ("dynamic", "qdq", "qdq+") for _, option in record["config"]["plan"])
+
+
+@pytest.mark.parametrize("measured, broken", [
+    ({"durations": {"max_phoneme_frames": 2, "moved_share": 0.001, "max_length_change": 0.001}}, "moved 2 frames"),
+    ({"durations": {"max_phoneme_frames": 1, "moved_share": 0.05, "max_length_change": 0.001}}, "of phonemes moved"),
+    ({"durations": {"max_phoneme_frames": 1, "moved_share": 0.01, "max_length_change": 0.02}}, "length changed"),
+    ({"logmel_db": 1.5}, "log-mel"),
+])
+def test_each_budget_rule_can_fail(measured, broken):
+    from exporter.quant.budget import Budget, within
+
+    ok, why = within({"logmel_db": 0.2, **measured}, Budget())
+    assert not ok and broken in why
+    assert within({"logmel_db": 0.2, "durations": {"max_phoneme_frames": 1, "moved_share": 0.02,
+                                                   "max_length_change": 0.01}}, Budget())[0]
+    assert set(Budget.REASONS) == {f.name for f in dataclasses.fields(Budget)}  # every number says why
+
+
+def test_phoneme_durations_of_a_variant_that_moves_them(exported, tmp_path):
+    """The duration rules measured for real: fp32 against itself moves nothing; a duration predictor in
+    dynamic int8 is measured phoneme by phoneme at every length scale, and its verdict follows the rules."""
+    from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, within
+    from exporter.quant.build import build
+    from exporter.quant.plans import QuantConfig
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    comparison = Comparison(folder, JUDGE_SENTENCES[:4])
+    same = comparison.measure(folder / contract.MODEL_FILE, durations=True, timed=False)["durations"]
+    assert same["max_phoneme_frames"] == 0 and same["moved_share"] == 0 and same["max_length_change"] == 0
+    assert same["checks"] == 4 * len(LENGTH_SCALES) and same["phonemes"] > 4 * len(LENGTH_SCALES)
+    build(folder, QuantConfig("x", (("duration_predictor", "dynamic"), ("text_encoder", "dynamic"))),
+          tmp_path / "moved.onnx")
+    moved = comparison.measure(tmp_path / "moved.onnx", durations=True, timed=False)
+    d = moved["durations"]
+    assert d["phonemes"] == same["phonemes"] and d["moved_share"] > 0  # int8 arithmetic moves some
+    _, why = within(moved, Budget())
+    broken = d["max_phoneme_frames"] > 1 or d["moved_share"] > 0.02 or d["max_length_change"] > 0.01
+    assert broken == ("phoneme" in why or "length changed" in why), why
+    noise = comparison.phonemes.noise_moves(folder / contract.MODEL_FILE, seeds=3)
+    assert noise["seeds"] == 3 and noise["median_phoneme_spread_frames"] >= 0
 
 
 def test_listening_verdict_holds_mos_and_wer_to_fp32():

@@ -4,9 +4,10 @@ stay inside a quality budget, and record every trial.
 The budget (defaults in :class:`Budget`), judged against ``model.onnx`` at zero noise on built-in
 sentences that calibration never sees:
 
-* every output has the same length as fp32's (at five length scales whenever a unit that decides
-  durations is touched, and for the final plan);
-* log-mel distance to fp32 (median over sentences) at most ``max_logmel_db``;
+* the phonemes' durations (at five length scales, whenever a unit that decides durations is touched,
+  and for the final plan): every phoneme within a frame of fp32's, few moved at all, every sentence's
+  length within 1% (``Budget.REASONS`` says why each number);
+* log-mel distance to fp32 (median over same-length sentences) at most ``max_logmel_db``;
 * for every plan that computes in int8, and for the final plan, when the quality extras are installed
   (``pip install vits-edge[bench]``): DNSMOS OVRL and P.808 within ``mos_tolerance`` of fp32's and a
   Whisper word error rate no worse than fp32's. Without them auto says so and judges on the rules above.
@@ -49,7 +50,9 @@ def _line(row: dict) -> str:
     speed = "    -" if row["speed_vs_fp32"] is None else f"{row['speed_vs_fp32']:5.2f}x"
     mel = "-" if row["logmel_db"] is None else f"{row['logmel_db']:.2f}"
     lengths = "-" if row["same_length"] is None else f"{row['same_length']}/{row['sentences']}"
-    scales = f" ({row['lengths_changed']}/{row['length_checks']} off)" if "length_checks" in row else ""
+    d = row.get("durations")
+    scales = (f" (phonemes: {d['moved_share']:.1%} moved, at most {d['max_phoneme_frames']} frame(s))"
+              if d else "")
     return (f"  {row['step']:<9} {row['plan']:<58} {speed}  mel {mel:>5} dB  len {lengths}{scales}  "
             f"size {row['size_vs_fp32']:.0%}" + (f"  [{_heard(row['heard'])}]" if "heard" in row else "")
             + f"  {row['verdict']}")
@@ -165,8 +168,10 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         cfg = dataclasses.replace(base, plan=tuple(plan))
         dst = voice_dir / "model.auto.onnx"
         shutil.move(str(tmp / "trial.onnx"), dst)
-    measured = {k: row[k] for k in ("sentences", "same_length", "logmel_db", "speed_vs_fp32", "size_mb",
-                                    "size_vs_fp32", "threads", "length_checks", "lengths_changed")}
+    measured = {k: row.get(k) for k in ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32", "size_mb",
+                                        "size_vs_fp32", "threads", "durations")}
+    measured["fp32_noise_moves"] = comparison.phonemes.noise_moves(voice_dir / contract.MODEL_FILE) \
+        if comparison.phonemes else None
     measured.update(seconds=round(time.perf_counter() - start, 1), heard=row.get("heard"), fp32_heard=reference)
     record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
                                   "budget": dataclasses.asdict(budget), "search": tried})
