@@ -199,8 +199,7 @@ def exactness(voice: Path, models: list[str], sentences: list[str], threads: int
     """Joined chunks (the runtime's default schedule) against the whole graph, zero noise; for an int8
     variant also both against fp32's whole sentence (log-mel): the chunks must be no farther from fp32
     than the variant's own whole sentence is (exporter.pieces.int8_agreement, the export's check too)."""
-    from exporter.pieces import MIN_SNR_DB, int8_agreement
-    from exporter.quality import logmel_distance_db
+    from exporter.pieces import MIN_SNR_DB, fp32_distances, int8_agreement
     from runtime.voice import SynthesisConfig, Voice
 
     zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
@@ -217,8 +216,7 @@ def exactness(voice: Path, models: list[str], sentences: list[str], threads: int
             joined.append(_snr(reference, stream))
             if name != contract.MODEL_FILE and len(stream) == len(reference):
                 ref32 = fp32.ids_to_audio(ids, zero)
-                mel.append((logmel_distance_db(ref32, reference, whole.sample_rate),
-                            logmel_distance_db(ref32, stream, whole.sample_rate)))
+                mel.append(fp32_distances(ref32, reference, stream, whole.sample_rate))
         row = {"joined_vs_whole_snr_db": [round(x, 1) for x in joined]}
         exact = min(joined) >= MIN_SNR_DB
         if mel:

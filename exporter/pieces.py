@@ -52,6 +52,16 @@ def int8_agreement(pairs: list[tuple[float, float]]) -> dict:
             "chunked_excess_db": round(excess, 3), "ok": excess <= INT8_LOGMEL_SLACK_DB}
 
 
+def fp32_distances(ref32: np.ndarray, whole: np.ndarray, chunked: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """Log-mel dB of an int8 variant's whole sentence and of its chunks from fp32's audio, over their common
+    length: the budget lets a variant's sentence differ from fp32's by a frame or so (exporter/quant/budget.py),
+    and chunks and whole are trimmed alike, so the comparison between them is fair."""
+    from exporter.quality import logmel_distance_db
+
+    n = min(len(ref32), len(whole), len(chunked))
+    return (logmel_distance_db(ref32[:n], whole[:n], sample_rate), logmel_distance_db(ref32[:n], chunked[:n], sample_rate))
+
+
 def streaming_section(architecture: dict) -> dict:
     chain = chunking.layers(architecture)
     return {"architecture": architecture, "receptive_field_frames": chunking.context(chain),
@@ -105,11 +115,7 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
         worst = min(worst, snr_db(reference, audio))
         worst_diff = max(worst_diff, float(np.abs(reference - audio).max()))
         if fp32 is not None:
-            from exporter.quality import logmel_distance_db
-
-            ref32 = fp32.ids_to_audio(ids, syn)
-            mel.append((logmel_distance_db(ref32, reference, whole.sample_rate),
-                        logmel_distance_db(ref32, audio, whole.sample_rate)))
+            mel.append(fp32_distances(fp32.ids_to_audio(ids, syn), reference, audio, whole.sample_rate))
     result = {"sentences": len(texts or VERIFY_SENTENCES), "chunks": "first 3 frames, doubling to 24",
               "min_snr_db": round(float(worst), 1) if np.isfinite(worst) else "identical",
               "max_abs_diff": float(f"{worst_diff:.3g}"), "int8": int8}
