@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	# CPU torch first and pinned: an unpinned torch (or one pulled in by coqui-tts) is a multi-GB CUDA build.
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet -e ".[test,bench]"
+	# DistillMOS (a second naturalness predictor; its weights ship in the wheel) without its declared
+	# torchaudio: PyPI's is a CUDA build that does not load beside CPU torch, and scoring never uses it.
+	$(PIP) install --quiet --no-deps "distillmos==0.9.1" "xls-r-sqa==0.1.0"
 	touch $@
 
 install: $(VENV)/.installed espeak

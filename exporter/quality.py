@@ -126,8 +126,31 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(audio.astype(np.float64), target // g, rate // g).astype(np.float32)
 
 
+def _distillmos(threads: int):
+    """DistillMOS (PyPI ``distillmos`` 0.9.1, MIT; its weights ship in the wheel): a second naturalness
+    predictor, trained for speech quality rather than noise suppression (DNSMOS). Installed with
+    ``--no-deps`` (``make install`` does it): its declared torchaudio is a CUDA build that does not load
+    beside CPU torch, and it uses torchaudio only in its file-loading CLI, so a stand-in module is
+    enough for scoring audio in memory (at 16 kHz, peak-normalised by the model itself)."""
+    import contextlib
+    import io
+    import sys
+    import types
+
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:  # missing, or a build that does not load beside this torch
+        sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
+    import torch
+    from distillmos import ConvTransformerSQAModel
+
+    torch.set_num_threads(threads)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints where it loaded its weights from
+        return ConvTransformerSQAModel().eval()
+
+
 class Scorer:
-    """Whisper tiny.en and DNSMOS, loaded once, used for every contender."""
+    """Whisper tiny.en, DNSMOS and DistillMOS, loaded once, used for every contender."""
 
     def __init__(self, threads: int):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model path never needs the hub; be sure
@@ -151,6 +174,19 @@ class Scorer:
             self.dnsmos = None
             self.mos_error = (f"DNSMOS skipped: {exc.name or exc} is not installed "
                               "(pip install speechmos librosa requests)")
+        self.distill_error = None
+        try:
+            self.distillmos = _distillmos(threads)
+        except ImportError as exc:
+            self.distillmos = None
+            self.distill_error = (f"DistillMOS skipped: {exc.name or exc} is not installed (pip install --no-deps "
+                                  "distillmos==0.9.1 xls-r-sqa==0.1.0, as make install does)")
+
+    def distill(self, audio16k: np.ndarray) -> float:
+        import torch
+
+        with torch.inference_mode():
+            return float(self.distillmos(torch.from_numpy(np.ascontiguousarray(audio16k, np.float32))[None]).item())
 
     def transcribe(self, audio16k: np.ndarray) -> str:
         segments, _ = self.asr.transcribe(audio16k, language="en", beam_size=5, vad_filter=False,
@@ -162,7 +198,7 @@ class Scorer:
         return {key: float(result[f"{key}_mos"]) for key in ("ovrl", "sig", "bak", "p808")}
 
     def score(self, texts: list[str], audio: list[np.ndarray], sample_rate: int) -> dict:
-        result: dict = {"notes": [n for n in (self.asr_error, self.mos_error) if n]}
+        result: dict = {"notes": [n for n in (self.asr_error, self.mos_error, self.distill_error) if n]}
         rows = []
         for text, samples in zip(texts, audio):
             row: dict = {"text": text}
@@ -175,6 +211,8 @@ class Scorer:
                 row.update(error_counts(text, row["transcript"]))
             if self.dnsmos is not None:
                 row["dnsmos"] = self.mos(clip)
+            if self.distillmos is not None:
+                row["distillmos"] = self.distill(clip)
             rows.append(row)
         if self.asr is not None:
             words = sum(r["words"] for r in rows)
@@ -184,5 +222,7 @@ class Scorer:
         if self.dnsmos is not None:
             mos = [r["dnsmos"] for r in rows if "dnsmos" in r]
             result["dnsmos"] = {key: float(np.mean([m[key] for m in mos])) for key in ("ovrl", "sig", "bak", "p808")}
+        if self.distillmos is not None:
+            result["distillmos"] = float(np.mean([r["distillmos"] for r in rows if "distillmos" in r]))
         result["per_sentence"] = rows
         return result

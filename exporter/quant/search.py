@@ -41,6 +41,7 @@ from runtime import contract
 def _heard(scores: dict) -> str:
     parts = [f"WER {scores['wer']:.1%}"] if scores.get("wer") is not None else []
     parts += [f"DNSMOS {k.upper()} {scores[k]:.2f}" for k in ("ovrl", "p808") if k in scores]
+    parts += [f"DistillMOS {scores['distillmos']:.2f}"] if "distillmos" in scores else []
     return ", ".join(parts)
 
 
