@@ -196,7 +196,7 @@ def test_phoneme_durations_of_a_variant_that_moves_them(exported, tmp_path):
     _, why = within(moved, Budget())
     broken = d["max_phoneme_frames"] > 1 or d["moved_share"] > 0.02 or d["max_length_change"] > 0.01
     assert broken == ("phoneme" in why or "length changed" in why), why
-    noise = comparison.phonemes.noise_moves(folder / contract.MODEL_FILE, seeds=3)
+    noise = comparison.phonemes.noise_moves(seeds=3)
     assert noise["seeds"] == 3 and noise["median_phoneme_spread_frames"] >= 0
 
 

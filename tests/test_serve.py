@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import ipaddress
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,12 +17,13 @@ import urllib.request
 import wave
 from io import BytesIO
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 from tests_helpers import REPO
 
-from benchmarks.wyoming_servers import ServerProcess
+from benchmarks.wyoming_servers import ServerProcess, free_port
 
 wyoming = pytest.importorskip("wyoming")
 from wyoming.audio import AudioChunk
@@ -452,7 +453,9 @@ def test_systemd_unit_runs_the_documented_command():
     argv = exec_start.removeprefix("ExecStart=").split()
     assert argv[1:3] == ["-m", "runtime.serve"]
     args = build_parser().parse_args(argv[3:])
-    assert args.uri == "tcp://0.0.0.0:10200" and args.voice
+    uri = urlparse(args.uri)  # every interface, as the README says (Home Assistant is usually elsewhere)
+    assert uri.scheme == "tcp" and ipaddress.ip_address(uri.hostname).is_unspecified and uri.port == 10200
+    assert args.voice
     assert "Restart=" in unit and "User=" in unit
 
 
@@ -483,9 +486,7 @@ def test_wyoming_bench_both_modes(real_server):
 def test_wyoming_http_gateway_returns_a_wav(real_server):
     pytest.importorskip("flask")
     pytest.importorskip("swagger_ui")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        http_port = s.getsockname()[1]
+    http_port = free_port()
     gateway = subprocess.Popen([sys.executable, "-m", "wyoming.http.tts_server", "--uri",
                                 f"tcp://127.0.0.1:{real_server.port}", "--host", "127.0.0.1", "--port", str(http_port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ""})

@@ -38,6 +38,9 @@ against fp32), ``search`` (``auto``), ``variants`` (the sidecar's record, the st
 
 from __future__ import annotations
 
+import logging
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -50,10 +53,6 @@ __all__ = ["DEFAULT_PRESET", "PRESETS", "QuantConfig", "machine_target", "preset
 def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target: str | None = None,
                    budget=None, report=print) -> Path:
     """Write ``voice_dir/model.<preset>.onnx`` and record how it was made (and measured) in the sidecar."""
-    import logging
-    import shutil
-    import tempfile
-
     from exporter.quant.budget import Comparison
     from exporter.quant.build import build
     from exporter.quant.calibration import CALIBRATION_SENTENCES

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -87,14 +88,16 @@ class PhonemeDurations:
     after it) at zero noise and every scale of ``LENGTH_SCALES``, from a model's frontend, cut from its
     graph as the streaming pieces are (exporter/split.py)."""
 
-    def __init__(self, voice, ids: list[list[int]], architecture: dict, threads: int):
+    def __init__(self, voice, ids: list[list[int]], architecture: dict, threads: int, reference_model: Path):
         from runtime import chunking
 
         self.voice, self.ids, self.architecture, self.threads = voice, ids, architecture, threads
+        self.reference_model = reference_model
         self.hop = chunking.hop_length(chunking.layers(architecture))
         self.symbols = voice.tokenizer.symbols()
 
     def _frontend(self, model: Path):
+        """The frontend of ``model`` as a session (a variant's file is rewritten between trials: cut anew)."""
         import onnx
         import onnxruntime as ort
 
@@ -104,6 +107,11 @@ class PhonemeDurations:
         options.intra_op_num_threads = self.threads
         frontend = split(onnx.load(str(model)), self.architecture)[0]
         return ort.InferenceSession(frontend.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    @functools.cached_property
+    def _reference(self):
+        """fp32's frontend, cut once: its durations and ``noise_moves`` both use it."""
+        return self._frontend(self.reference_model)
 
     @staticmethod
     def _noise_channels(session) -> int:
@@ -128,8 +136,9 @@ class PhonemeDurations:
         timing = align(ids, tokens, self.symbols, self.hop, self.voice.sample_rate, sum(tokens) * self.hop)
         return [p.samples // self.hop for p in timing.phonemes]
 
-    def frames(self, model: Path) -> list[list[int]]:
-        session = self._frontend(model)
+    def frames(self, model: Path | None = None) -> list[list[int]]:
+        """Per-phoneme frames of ``model`` (fp32's when None) at every length scale."""
+        session = self._reference if model is None else self._frontend(model)
         return [self._phonemes(ids, self._tokens(session, ids, scale)) for scale in LENGTH_SCALES for ids in self.ids]
 
     @staticmethod
@@ -140,11 +149,11 @@ class PhonemeDurations:
                 "moved_share": round(sum(d > 0 for d in diffs) / max(len(diffs), 1), 4),
                 "max_length_change": round(change, 4)}
 
-    def noise_moves(self, model: Path, seeds: int = 5) -> dict:
+    def noise_moves(self, seeds: int = 5) -> dict:
         """How much the fp32 voice itself moves its phonemes at its default ``noise_w``: per phoneme, the
         spread of its frames over ``seeds`` runs (length scale 1), and how many move more than a frame from
         the zero-noise durations. The budget's one frame is measured against this."""
-        session = self._frontend(model)
+        session = self._reference
         channels = self._noise_channels(session)
         if not channels:
             return {"seeds": 0, "note": "this voice's duration predictor takes no noise: its durations never move"}
@@ -213,7 +222,8 @@ class Comparison:
         self.reference = [self.fp32.ids_to_audio(i, self.zero) for i in self.ids]
         self.size = (self.voice_dir / contract.MODEL_FILE).stat().st_size
         architecture = self.voice.config.streaming.get("architecture")
-        self.phonemes = PhonemeDurations(self.voice, self.ids, architecture, threads) if architecture else None
+        self.phonemes = (PhonemeDurations(self.voice, self.ids, architecture, threads,
+                                          self.voice_dir / contract.MODEL_FILE) if architecture else None)
         self._frames = None
 
     def _voice(self, path: Path):
@@ -228,7 +238,7 @@ class Comparison:
             raise ExportError(f"{self.voice_dir}: judging durations needs the voice's streaming architecture in its "
                               f"sidecar: re-export it, or run `python -m exporter split {self.voice_dir}`")
         if self._frames is None:
-            self._frames = self.phonemes.frames(self.voice_dir / contract.MODEL_FILE)
+            self._frames = self.phonemes.frames()
         return self._frames
 
     def measure(self, variant: Path, durations: bool = False, timed: bool = True) -> dict:

@@ -171,7 +171,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         shutil.move(str(tmp / "trial.onnx"), dst)
     measured = {k: row.get(k) for k in ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32", "size_mb",
                                         "size_vs_fp32", "threads", "durations")}
-    measured["fp32_noise_moves"] = comparison.phonemes.noise_moves(voice_dir / contract.MODEL_FILE) \
+    measured["fp32_noise_moves"] = comparison.phonemes.noise_moves() \
         if comparison.phonemes else None
     measured.update(seconds=round(time.perf_counter() - start, 1), heard=row.get("heard"), fp32_heard=reference)
     record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,

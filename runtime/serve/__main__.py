@@ -82,7 +82,7 @@ async def _main(args: argparse.Namespace) -> int:
     from runtime.serve import catalog as voices
     from runtime.serve.engine import Engine
     from runtime.serve.protocol import Limits
-    from runtime.serve.server import Server, Settings
+    from runtime.serve.server import ClientError, Server, Settings, speaker_of
 
     host, port = _address(args.uri)
     try:
@@ -91,10 +91,10 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     default = next(iter(catalog))
-    if args.speaker is not None and catalog[default].speakers and args.speaker not in catalog[default].speakers \
-            and not args.speaker.isdigit():
-        print(f"error: --speaker {args.speaker!r}: voice {default} has {', '.join(catalog[default].speakers)}",
-              file=sys.stderr)
+    try:
+        speaker_of(catalog[default], args.speaker)
+    except ClientError as exc:
+        print(f"error: --speaker: {exc}", file=sys.stderr)
         return 2
     settings = Settings(default_voice=default, speaker=args.speaker, length_scale=args.length_scale,
                         noise_scale=args.noise_scale, noise_w=args.noise_w, auto_punctuation=args.auto_punctuation,

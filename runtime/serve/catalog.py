@@ -33,10 +33,6 @@ class VoiceEntry:
     attribution: tuple[str, str] = ("vits-edge", "https://github.com/coqui-ai/TTS")
     size_bytes: int = 0  # what loading it costs, roughly: the files it runs
 
-    @property
-    def streams(self) -> bool:
-        return self.config.pieces(self.model.name) is not None
-
 
 _CLEANER_LANGUAGES = {"english_cleaners": "en", "basic_turkish_cleaners": "tr", "portuguese_cleaners": "pt",
                       "chinese_mandarin_cleaners": "zh"}

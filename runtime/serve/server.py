@@ -63,6 +63,18 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
+def speaker_of(entry: VoiceEntry, speaker: str | int | None) -> str | int | None:
+    """A requested speaker (name, or id as text) as the voice takes it (None for a single-speaker voice);
+    a ClientError when the voice has no such speaker."""
+    if speaker is None or speaker in entry.speakers:
+        return speaker
+    if str(speaker).isdigit() and (int(speaker) in entry.config.speakers.values()
+                                   or not entry.speakers and int(speaker) == 0):
+        return int(speaker) if entry.speakers else None
+    has = f"it has: {', '.join(entry.speakers)}" if entry.speakers else "it has a single speaker"
+    raise ClientError(f"voice {entry.name} has no speaker {speaker!r}; {has}", "unknown-speaker")
+
+
 def program_info(catalog: dict[str, VoiceEntry], settings: Settings, version: str) -> Info:
     voices = [TtsVoice(name=e.name, description=e.description, attribution=Attribution(*e.attribution),
                        installed=True, version=None, languages=e.languages,
@@ -221,9 +233,9 @@ class Handler:
         name = requested.name if requested is not None else None
         speaker = requested.speaker if requested is not None else None
         if name is None and requested is not None and requested.language:
-            name = next((e.name for e in catalog.values() if requested.language in e.languages
-                         or any(lang.split("_")[0] == requested.language.replace("-", "_").split("_")[0]
-                                for lang in e.languages)), None)
+            family = requested.language.replace("-", "_").split("_")[0]
+            name = next((e.name for e in catalog.values() if any(lang.split("_")[0] == family for lang in e.languages)),
+                        None)
             if name is None:
                 raise ClientError(f"no voice for language {requested.language!r}; this server has: "
                                   f"{', '.join(sorted({lang for e in catalog.values() for lang in e.languages}))}",
@@ -231,21 +243,9 @@ class Handler:
         name = name or self.settings.default_voice
         if name not in catalog:
             raise ClientError(f"unknown voice {name!r}; this server has: {', '.join(catalog)}", "unknown-voice")
-        entry = catalog[name]
         if speaker is None and name == self.settings.default_voice:
             speaker = self.settings.speaker
-        if speaker is not None:
-            if speaker in entry.speakers:
-                pass
-            elif str(speaker).isdigit() and (int(speaker) in entry.config.speakers.values()
-                                             or not entry.speakers and int(speaker) == 0):
-                speaker = int(speaker)
-            else:
-                has = f"it has: {', '.join(entry.speakers)}" if entry.speakers else "it has a single speaker"
-                raise ClientError(f"voice {name} has no speaker {speaker!r}; {has}", "unknown-speaker")
-            if not entry.speakers:
-                speaker = None
-        return entry, speaker
+        return catalog[name], speaker_of(catalog[name], speaker)
 
     def _punctuated(self, sentence: str) -> str:
         marks = self.settings.auto_punctuation
@@ -304,12 +304,9 @@ class Handler:
 @dataclass
 class _Stream:
     voice: object  # SynthesizeVoice | None
-    sentences: SentenceStream = None  # type: ignore[assignment]
+    sentences: SentenceStream = field(default_factory=SentenceStream)
     chars: int = 0
     said: int = 0
-
-    def __post_init__(self):
-        self.sentences = SentenceStream()
 
 
 def _parse(kind, event: Event):
