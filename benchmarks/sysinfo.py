@@ -11,40 +11,14 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-# CPU flags that decide whether int8 kernels are fast (x86: VNNI; ARM: the dot-product extension).
-_X86_FEATURES = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
-                 "amx_int8": "AMX-INT8"}
-_ARM_FEATURES = {"asimd": "NEON", "asimddp": "dot-product", "i8mm": "I8MM", "sve": "SVE"}
+from runtime import cpu
+
 _VERSIONS = ("vits-edge", "onnxruntime", "torch", "numpy", "coqui-tts", "piper-tts", "sherpa-onnx", "faster-whisper",
              "ctranslate2", "speechmos", "streaming-vits")
 
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def cpu_features(cpuinfo: str | None = None) -> list[str]:
-    """Named int8-relevant features from /proc/cpuinfo ("flags" on x86, "Features" on ARM)."""
-    text = _cpuinfo() if cpuinfo is None else cpuinfo
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-    names = {**_X86_FEATURES, **_ARM_FEATURES}
-    return [label for flag, label in names.items() if flag in flags]
-
-
-def cpu_model(cpuinfo: str | None = None) -> str:
-    text = _cpuinfo() if cpuinfo is None else cpuinfo
-    for key in ("model name", "Model", "Hardware", "CPU part"):
-        match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
-        if match:
-            return match.group(1).strip()
-    return platform.processor() or "unknown"
+# The CPU's model, its int8 features and class live with the runtime (runtime/cpu.py): the sidecar records them too.
+cpu_features = cpu.features
+cpu_model = cpu.model
 
 
 def _memory_gib() -> float | None:
@@ -118,6 +92,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "cpu_features": cpu_features(),
+        "int8_class": cpu.int8_class(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "versions": {name: version(name) for name in _VERSIONS},
@@ -135,9 +110,11 @@ def git_revision(repo: Path) -> str | None:
 
 
 def describe(info: dict) -> str:
-    """One line a person can read: "AMD EPYC, x86_64, 2 cores, 23.4 GiB, AVX2 AVX512-VNNI"."""
-    features = " ".join(info.get("cpu_features") or []) or "no int8 dot-product features"
-    return f"{info.get('cpu')}, {info.get('arch')}, {info.get('cores')} cores, {info.get('memory_gib')} GiB, {features}"
+    """One line a person can read: "AMD EPYC, x86_64, 2 cores, 23.4 GiB, AVX2 AVX512-VNNI (int8 dot-product)"."""
+    names = info.get("cpu_features") or []
+    features = " ".join(names) or "no int8 features"
+    return (f"{info.get('cpu')}, {info.get('arch')}, {info.get('cores')} cores, {info.get('memory_gib')} GiB, "
+            f"{features} ({info.get('int8_class') or cpu.int8_class(names)})")
 
 
 # -- installed size -------------------------------------------------------------------------------

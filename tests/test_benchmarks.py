@@ -33,13 +33,20 @@ def test_numbers_and_punctuation_are_normalised_the_same_on_both_sides():
     assert counts["words"] == 4 and counts["word_errors"] == 1
 
 
-def test_cpu_features_from_cpuinfo():
+def test_cpu_features_and_int8_class_from_cpuinfo():
+    from runtime import cpu
+
     x86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
-    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\nCPU part\t: 0xd0b\n"
+    avx2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx2 fma\n"
+    pi5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\nCPU part\t: 0xd0b\n"
+    pi4 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
     assert sysinfo.cpu_features(x86) == ["AVX2", "AVX512F", "AVX512-VNNI"]
-    assert sysinfo.cpu_features(arm) == ["NEON", "dot-product"]
+    assert sysinfo.cpu_features(pi5) == ["NEON", "dot-product"]
     assert sysinfo.cpu_model(x86) == "AMD EPYC"
-    assert sysinfo.cpu_features("flags : fpu sse2\n") == []  # a Pi 4 / old x86: no fast int8
+    assert sysinfo.cpu_features("flags : fpu sse2\n") == []  # an old x86: no fast int8
+    # the class every speed figure is given for: with int8 dot-product instructions or without
+    assert [cpu.int8_class(cpu.features(c)) for c in (x86, avx2, pi5, pi4)] == [cpu.DOT, cpu.NO_DOT, cpu.DOT, cpu.NO_DOT]
+    assert "(no int8 dot-product)" in sysinfo.describe({"cpu_features": cpu.features(pi4)})
 
 
 def test_installed_size_walks_requirements():

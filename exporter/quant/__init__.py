@@ -57,6 +57,7 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
     from exporter.quant.build import build
     from exporter.quant.calibration import CALIBRATION_SENTENCES
     from exporter.quant.variants import add_pieces, check_voice_dir, record
+    from runtime import cpu
 
     voice_dir = Path(voice_dir)
     check_voice_dir(voice_dir)
@@ -71,8 +72,8 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
         staged = Path(tmp) / "model.onnx"
         build(voice_dir, cfg, staged)
         measured = Comparison(voice_dir, CALIBRATION_SENTENCES).measure(staged)
-        measured.pop("_audio")
-        measured["seconds"] = round(time.perf_counter() - start, 1)
+        measured.pop("_voice")
+        measured.update(seconds=round(time.perf_counter() - start, 1), timed_on=cpu.describe())
         shutil.move(str(staged), dst)
     record(voice_dir, dst.name, {"config": asdict(cfg), "measured": measured})
     logging.getLogger(__name__).info("wrote %s: %s", dst, measured)

@@ -1,19 +1,25 @@
 """``quantize --preset auto``: measure each unit's treatments alone, then combine the fastest that
 stay inside a quality budget, and record every trial.
 
-The budget (defaults in :class:`Budget`), judged against ``model.onnx`` at zero noise on built-in
-sentences that calibration never sees:
+The budget (:class:`Budget`, each number with its reason in ``Budget.REASONS``), judged against
+``model.onnx`` on built-in sentences that calibration never sees:
 
-* the phonemes' durations (at five length scales, whenever a unit that decides durations is touched,
-  and for the final plan): every phoneme within a frame of fp32's, few moved at all, every sentence's
-  length within 1% (``Budget.REASONS`` says why each number);
-* log-mel distance to fp32 (median over same-length sentences) at most ``max_logmel_db``;
+* the phonemes' durations at zero noise and five length scales (whenever a unit that decides durations
+  is touched, and for the final plan): every phoneme within a frame of fp32's, few moved at all, every
+  sentence's length within 1%;
+* closeness at zero noise: log-mel distance (median over same-length sentences) and DTW mel-cepstral
+  distortion;
 * for every plan that computes in int8, and for the final plan, when the quality extras are installed
-  (``pip install vits-edge[bench]``): DNSMOS OVRL and P.808 within ``mos_tolerance`` of fp32's and a
-  Whisper word error rate no worse than fp32's. Without them auto says so and judges on the rules above.
+  (``pip install vits-edge[bench]``): DNSMOS OVRL and P.808 and DistillMOS within ``mos_tolerance`` of
+  fp32's and Whisper's word error rate within ``wer_tolerance``, all on ``listen_seeds`` draws of the
+  default noise per sentence, the same draws for fp32. Without them auto says so and judges on the rest.
 
-Speed is the variant's time over fp32's on the same sentences, the two taking turns in blocks in one
-process, run as the device runs them. Gains under ``min_speedup`` are timing noise and buy nothing.
+Speed is fp32's time over the variant's on the same sentences, in rounds (each model runs every sentence
+in a block, as the device runs them, the order swapped each round), repeated until the decision is clear
+of the timing noise (``budget.Speed``): a treatment is kept only if it is faster than it must be with 95%
+confidence; one the rounds cannot tell apart is not kept. The final plan is timed until its speed-up is
+known to +-2% (at most 20 rounds), and if it is slower than fp32 it keeps only its weight storage. The
+sidecar records the speed, its interval, the rounds and the CPU (and its int8 class) it was timed on.
 Weight storage is not timed: onnxruntime folds it back to fp32 weights at load (exporter/quant/storage.py).
 
 Each unit's treatments form a ladder, each rung adding error to the one before (fp16 weights, int8
@@ -30,12 +36,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, _Listener, within
+from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, _Listener, measure_speed, within
 from exporter.quant.build import build
 from exporter.quant.plans import COMPUTE, QuantConfig, machine_target, options_for
 from exporter.quant.units import DURATION_UNITS, unit_names
 from exporter.quant.variants import add_pieces, record
-from runtime import contract
+from runtime import contract, cpu
+
+# The final plan is timed against fp32 until its speed-up is known to +-2% (95% interval), at most 20 rounds.
+FINAL_PRECISION = 0.02
 
 
 def _heard(scores: dict) -> str:
@@ -48,7 +57,7 @@ def _heard(scores: dict) -> str:
 def _line(row: dict) -> str:
     if row["step"] == "skipped":
         return f"  {row['step']:<9} {row['plan']:<58} {row['verdict']}"
-    speed = "    -" if row["speed_vs_fp32"] is None else f"{row['speed_vs_fp32']:5.2f}x"
+    speed = "    -" if row.get("speed_vs_fp32") is None else f"{row['speed_vs_fp32']:5.2f}x"
     mel = "-" if row["logmel_db"] is None else f"{row['logmel_db']:.2f}"
     lengths = "-" if row["same_length"] is None else f"{row['same_length']}/{row['sentences']}"
     d = row.get("durations")
@@ -60,8 +69,11 @@ def _line(row: dict) -> str:
 
 
 def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None = None, threads: int = 2,
-           listen: bool = True, report=print) -> Path:
-    """Write ``voice_dir/model.auto.onnx``: the fastest plan inside ``budget``, then the smallest."""
+           listen: bool = True, report=print, timer=None) -> Path:
+    """Write ``voice_dir/model.auto.onnx``: the fastest plan inside ``budget``, then the smallest.
+
+    ``timer(plan)``, when given, stands in for one timed round of a plan (fp32's time over the plan's): the
+    tests use it to show that timing noise does not change the plan."""
     import onnx
 
     budget = budget or Budget()
@@ -76,9 +88,12 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads, repeats=4)
     listener = _Listener(threads) if listen else None
     reference = None
+    rate = comparison.voice.sample_rate
+    heard_texts = list(JUDGE_SENTENCES) * budget.listen_seeds
     if listener and listener.available:
-        reference = listener.score(JUDGE_SENTENCES, comparison.reference, comparison.voice.sample_rate)
-        report(f"  fp32 heard: {_heard(reference)}")
+        reference = listener.score(heard_texts, comparison.heard(comparison.fp32, budget.listen_seeds), rate,
+                                   budget.listen_seeds)
+        report(f"  fp32 heard ({budget.listen_seeds} draws of its default noise per sentence): {_heard(reference)}")
     if listener and listener.notes:
         report("  " + "; ".join(listener.notes) + ": judged without them")
     tried: list[dict] = []
@@ -90,22 +105,33 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         def trial(plan, step, faster_than=None) -> dict:
             """Build and judge one plan. int8 compute is listened to (the log-mel bound misses the
             hiss int8 adds at the highest sample rate: 0.99 dB there cost 0.57 P.808, 0.83 dB in
-            the middle stage and the flow 0.08). ``faster_than``: the speed it has to beat."""
+            the middle stage and the flow 0.08). ``faster_than``: the speed it has to beat, clearly."""
             cfg = dataclasses.replace(base, plan=tuple(plan))
             path = tmp / "trial.onnx"
             build(voice_dir, cfg, path, cache)
             computes = any(o in COMPUTE for _, o in plan)
-            measured = comparison.measure(path, timed=computes or step == "final", durations=step == "final" or any(
+            final = step == "final"
+            measured = comparison.measure(path, timed=False, durations=final or any(
                 u.startswith(DURATION_UNITS) for u, _ in plan))
-            audio = measured.pop("_audio")
+            candidate = measured.pop("_voice")
             sound, why = within(measured, budget)  # the sound passed, fast enough or not
             ok = sound
-            if ok and faster_than is not None:
-                ok = measured["speed_vs_fp32"] >= faster_than
-                why = f"{'faster' if ok else 'no faster'} than {faster_than:.2f}x"
+            if sound and (computes or final):
+                # weight storage alone runs fp32's kernels (exporter/quant/storage.py): only compute is timed
+                one_round = (lambda: timer(tuple(plan))) if timer else (lambda: comparison.round(candidate))
+                speed = measure_speed(one_round, threshold=faster_than, precision=FINAL_PRECISION if final else None,
+                                      min_rounds=6 if final else 4, max_rounds=20 if final else 12)
+                measured.update(speed.summary())
+                if faster_than is not None:
+                    clear = speed.versus(faster_than)
+                    ok = clear is True
+                    low, high = speed.interval
+                    why = (f"{'faster' if ok else 'no faster' if clear is False else 'not clearly faster'} than "
+                           f"{faster_than:.2f}x ({low:.2f}-{high:.2f}x over {len(speed.ratios)} rounds)")
             row = {"step": step, "plan": cfg.describe(), **measured}
-            if ok and reference is not None and (computes or step == "final"):
-                heard = listener.score(JUDGE_SENTENCES, audio, comparison.voice.sample_rate)
+            if ok and reference is not None and (computes or final):
+                heard = listener.score(heard_texts, comparison.heard(candidate, budget.listen_seeds), rate,
+                                       budget.listen_seeds)
                 row["heard"] = heard
                 ok, verdict = listener.verdict(reference, heard, budget)
                 sound = ok
@@ -157,11 +183,16 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                 if passed:
                     plan.append((unit, passed[0]))
 
-        #    The final plan: lengths at every length scale, log-mel, listening. A failure drops the last
-        #    treatment added until one passes (an empty plan is fp32 itself).
+        #    The final plan: lengths at every length scale, log-mel, listening, and its speed to +-2%. A failure
+        #    drops the last treatment added until one passes (an empty plan is fp32 itself); a plan slower than
+        #    fp32 keeps only its weight storage, which runs fp32's kernels.
         report("3. final plan (+ weight storage for the units left in fp32):")
         while True:
             row = trial(plan, "final")
+            if row["within_budget"] and row["speed_vs_fp32"] < 1.0 and any(o in COMPUTE for _, o in plan):
+                report(f"  slower than fp32 ({row['speed_vs_fp32']:.2f}x): int8 compute dropped, weight storage kept")
+                plan = [(u, o) for u, o in plan if o not in COMPUTE]
+                continue
             if row["within_budget"] or not plan:
                 break
             report(f"  dropping {plan[-1][0]}={plan[-1][1]} and trying again")
@@ -169,14 +200,18 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         cfg = dataclasses.replace(base, plan=tuple(plan))
         dst = voice_dir / "model.auto.onnx"
         shutil.move(str(tmp / "trial.onnx"), dst)
-    measured = {k: row.get(k) for k in ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32", "size_mb",
-                                        "size_vs_fp32", "threads", "durations")}
+    measured = {k: row.get(k) for k in ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32",
+                                        "speed_interval", "speed_rounds", "size_mb", "size_vs_fp32", "threads",
+                                        "durations")}
+    measured["timed_on"] = cpu.describe()  # the plan follows this machine's timings: its CPU class says for which
     measured["fp32_noise_moves"] = comparison.phonemes.noise_moves() \
         if comparison.phonemes else None
     measured.update(seconds=round(time.perf_counter() - start, 1), heard=row.get("heard"), fp32_heard=reference)
     record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
                                   "budget": dataclasses.asdict(budget), "search": tried})
-    report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, "
-           f"{measured['size_vs_fp32']:.0%} of its size)")
+    low, high = measured["speed_interval"]
+    report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, {low:.2f}-{high:.2f}x "
+           f"over {measured['speed_rounds']} rounds on {measured['timed_on']['cpu']} "
+           f"({measured['timed_on']['int8_class']}); {measured['size_vs_fp32']:.0%} of its size)")
     add_pieces(voice_dir, dst.name)
     return dst
