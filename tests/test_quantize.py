@@ -268,6 +268,25 @@ def test_phoneme_durations_of_a_variant_that_moves_them(exported, tmp_path):
     assert noise["seeds"] == 3 and noise["median_phoneme_spread_frames"] >= 0
 
 
+def test_listening_draws_are_the_same_for_every_model(exported, tmp_path):
+    """Listening compares fp32 and a variant on the same draws of the default noise: the streaming pieces draw
+    it in numpy from the seed (the whole graph's own random ops repeat nothing)."""
+    from exporter.quant.budget import JUDGE_SENTENCES, Comparison
+    from exporter.quant.build import build
+    from exporter.quant.plans import QuantConfig
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    comparison = Comparison(folder, JUDGE_SENTENCES[:3])
+    first = comparison.heard(folder / contract.MODEL_FILE, 2)
+    assert len(first) == 6 and all(len(a) for a in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, comparison.heard(folder / contract.MODEL_FILE, 2)))
+    assert not np.array_equal(first[0], first[3])  # two draws of one sentence differ
+    build(folder, QuantConfig("x", (("flow", "int8w"),)), tmp_path / "variant.onnx")
+    variant = comparison.heard(tmp_path / "variant.onnx", 2)
+    assert [len(a) for a in variant] == [len(a) for a in first]  # the same noise: the same durations
+
+
 def test_listening_verdict_holds_mos_and_wer_to_fp32():
     from exporter.quant.budget import Budget, _Listener
 

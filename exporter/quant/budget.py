@@ -358,10 +358,33 @@ class Comparison:
             times[name] = time.perf_counter() - start
         return times["fp32"] / times["variant"]
 
-    def heard(self, voice, seeds: int) -> list[np.ndarray]:
-        """What listeners judge: every sentence at the voice's default noise, ``seeds`` draws each; the same
-        draws for every model (``seed``), so fp32 and a variant are compared on the same noise."""
+    def heard(self, model: Path, seeds: int) -> list[np.ndarray]:
+        """What listeners judge: every sentence at the voice's default noise, ``seeds`` draws each, made as the
+        device makes them, by the model's streaming pieces (cut here from ``model``). The pieces draw the noise
+        in numpy, so the draws are the same for every model: fp32 and a variant are compared on the same
+        noise. (The whole graph draws its own noise inside onnxruntime, which no seed repeats.)"""
         from runtime.voice import SynthesisConfig
 
+        voice = self._pieces_voice(model)
         return [voice.ids_to_audio(ids, SynthesisConfig(seed=1000 * seed + k))
                 for seed in range(seeds) for k, ids in enumerate(self.ids)]
+
+    def _pieces_voice(self, model: Path):
+        import onnx
+        import onnxruntime as ort
+
+        from exporter.split import split
+        from runtime.pieces import Pieces
+        from runtime.voice import Voice
+
+        architecture = self.voice.config.streaming.get("architecture")
+        if not architecture:
+            from exporter.errors import ExportError
+
+            raise ExportError(f"{self.voice_dir}: listening needs the voice's streaming architecture in its sidecar: "
+                              f"re-export it, or run `python -m exporter split {self.voice_dir}`")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        sessions = [ort.InferenceSession(piece.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                    for piece in split(onnx.load(str(model)), architecture)]
+        return Voice(None, self.voice.config, pieces=Pieces(*sessions, architecture))

@@ -91,7 +91,8 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     rate = comparison.voice.sample_rate
     heard_texts = list(JUDGE_SENTENCES) * budget.listen_seeds
     if listener and listener.available:
-        reference = listener.score(heard_texts, comparison.heard(comparison.fp32, budget.listen_seeds), rate,
+        reference = listener.score(heard_texts, comparison.heard(voice_dir / contract.MODEL_FILE,
+                                                                   budget.listen_seeds), rate,
                                    budget.listen_seeds)
         report(f"  fp32 heard ({budget.listen_seeds} draws of its default noise per sentence): {_heard(reference)}")
     if listener and listener.notes:
@@ -130,7 +131,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                            f"{faster_than:.2f}x ({low:.2f}-{high:.2f}x over {len(speed.ratios)} rounds)")
             row = {"step": step, "plan": cfg.describe(), **measured}
             if ok and reference is not None and (computes or final):
-                heard = listener.score(heard_texts, comparison.heard(candidate, budget.listen_seeds), rate,
+                heard = listener.score(heard_texts, comparison.heard(path, budget.listen_seeds), rate,
                                        budget.listen_seeds)
                 row["heard"] = heard
                 ok, verdict = listener.verdict(reference, heard, budget)
