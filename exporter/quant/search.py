@@ -85,7 +85,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     if base.target != machine_target():
         report(f"  note: speeds are measured on this {machine_target()} machine and stand in for {base.target}: "
                f"run the quantize command on the {base.target} device itself to choose by its own timings")
-    comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads, repeats=4)
+    comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads)
     listener = _Listener(threads) if listen else None
     reference = None
     rate = comparison.voice.sample_rate
