@@ -113,15 +113,7 @@ class PhonemeDurations:
 
     def _frontend(self, model: Path):
         """The frontend of ``model`` as a session (a variant's file is rewritten between trials: cut anew)."""
-        import onnx
-        import onnxruntime as ort
-
-        from exporter.split import split
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        frontend = split(onnx.load(str(model)), self.architecture)[0]
-        return ort.InferenceSession(frontend.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return _session(_pieces(model, self.architecture)[0], self.threads)
 
     @functools.cached_property
     def _reference(self):
@@ -275,13 +267,24 @@ def measure_speed(one_round, *, threshold: float | None = None, precision: float
     return Speed(tuple(ratios))
 
 
-def _session(path: Path, threads: int):
+def _session(model, threads: int):
+    """A session of a model file or of a piece cut in memory (an ``onnx.ModelProto``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_mem_pattern = False  # as runtime.voice.Voice.load runs it (spinning threads too)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _pieces(model: Path, architecture: dict):
+    """``(frontend, flow, vocoder)`` of ``model``, cut in memory as exporter/split.py cuts the streaming pieces."""
+    import onnx
+
+    from exporter.split import split
+
+    return split(onnx.load(str(model)), architecture)
 
 
 class Comparison:
@@ -298,9 +301,9 @@ class Comparison:
         self.fp32 = self._voice(self.voice_dir / contract.MODEL_FILE)
         self.reference = [self.fp32.ids_to_audio(i, self.zero) for i in self.ids]
         self.size = (self.voice_dir / contract.MODEL_FILE).stat().st_size
-        architecture = self.voice.config.streaming.get("architecture")
-        self.phonemes = (PhonemeDurations(self.voice, self.ids, architecture, threads,
-                                          self.voice_dir / contract.MODEL_FILE) if architecture else None)
+        self.architecture = self.voice.config.streaming.get("architecture")
+        self.phonemes = (PhonemeDurations(self.voice, self.ids, self.architecture, threads,
+                                          self.voice_dir / contract.MODEL_FILE) if self.architecture else None)
         self._frames = None
         self._rounds = 0
 
@@ -309,12 +312,16 @@ class Comparison:
 
         return Voice.from_session(_session(path, self.threads), self.voice.config)
 
-    def reference_frames(self) -> list[list[int]]:
-        if self.phonemes is None:
+    def _needs_architecture(self, what: str) -> dict:
+        if not self.architecture:
             from exporter.errors import ExportError
 
-            raise ExportError(f"{self.voice_dir}: judging durations needs the voice's streaming architecture in its "
-                              f"sidecar: re-export it, or run `python -m exporter split {self.voice_dir}`")
+            raise ExportError(f"{self.voice_dir}: {what} needs the voice's streaming architecture in its sidecar: "
+                              f"re-export it, or run `python -m exporter split {self.voice_dir}`")
+        return self.architecture
+
+    def reference_frames(self) -> list[list[int]]:
+        self._needs_architecture("judging durations")
         if self._frames is None:
             self._frames = self.phonemes.frames()
         return self._frames
@@ -363,28 +370,11 @@ class Comparison:
         device makes them, by the model's streaming pieces (cut here from ``model``). The pieces draw the noise
         in numpy, so the draws are the same for every model: fp32 and a variant are compared on the same
         noise. (The whole graph draws its own noise inside onnxruntime, which no seed repeats.)"""
-        from runtime.voice import SynthesisConfig
+        from runtime.pieces import Pieces
+        from runtime.voice import SynthesisConfig, Voice
 
-        voice = self._pieces_voice(model)
+        architecture = self._needs_architecture("listening")
+        sessions = [_session(piece, self.threads) for piece in _pieces(model, architecture)]
+        voice = Voice(None, self.voice.config, pieces=Pieces(*sessions, architecture))
         return [voice.ids_to_audio(ids, SynthesisConfig(seed=1000 * seed + k))
                 for seed in range(seeds) for k, ids in enumerate(self.ids)]
-
-    def _pieces_voice(self, model: Path):
-        import onnx
-        import onnxruntime as ort
-
-        from exporter.split import split
-        from runtime.pieces import Pieces
-        from runtime.voice import Voice
-
-        architecture = self.voice.config.streaming.get("architecture")
-        if not architecture:
-            from exporter.errors import ExportError
-
-            raise ExportError(f"{self.voice_dir}: listening needs the voice's streaming architecture in its sidecar: "
-                              f"re-export it, or run `python -m exporter split {self.voice_dir}`")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        sessions = [ort.InferenceSession(piece.SerializeToString(), options, providers=["CPUExecutionProvider"])
-                    for piece in split(onnx.load(str(model)), architecture)]
-        return Voice(None, self.voice.config, pieces=Pieces(*sessions, architecture))

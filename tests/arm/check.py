@@ -7,7 +7,7 @@ Each WAV must have the x86 length. fp32 must match x86 to 60 dB SNR. int8 is jud
 measures of the quantization budget (exporter/quant/budget.py): log-mel distance and DTW mel-cepstral
 distortion, ARM against x86 running the same int8 file, must each stay under the variant's own distance
 from x86 fp32 on the same ids: ARM's kernels may round differently from x86's, never by as much as int8
-itself moves the sound (see ``int8_bound``). The text should give the same ids on both sides (if
+itself moves the sound (see ``Closeness``). The text should give the same ids on both sides (if
 espeak-ng's data ever differs, x86 is run on the device's ids and the difference reported). Emulation
 proves what the Pi's instruction set computes, never its speed.
 
@@ -69,18 +69,12 @@ TEXTS = {"real": "The battery is low.", "phoneme": "Hello there."}
 #   20-101 dB (dynamic) and 13-38 dB (static) SNR; on an AVX2-only machine by 8 dB, so the old bound (x86's
 #   spread less 6 dB, never under 3 dB) let anything over 3 dB pass. So int8 is judged as the quantization
 #   budget judges a variant, by log-mel distance and MCD: ARM against x86 (the same int8 file) must stay under
-#   the variant's own distance from fp32 (``int8_bound``). Measured on the real voice (AMD EPYC, four sentences),
+#   the variant's own distance from fp32 (``Closeness.close``). Measured on the real voice (AMD EPYC, four sentences),
 #   x86's own BASIC-against-ALL difference in these terms was 0-0.21 dB log-mel / 0-1.3 dB MCD for dynamic
 #   (its distance from fp32: 0.31-0.42 / 1.8-2.4), 0.53-0.87 / 2.5-3.9 for static (1.45-2.0 / 8.8-10.2) and
 #   0.05-0.26 / 0.3-1.5 for auto (0.58-0.78 / 3.1-4.1): legitimate rounding stays well inside; an ARM kernel
 #   that adds as much error as int8 itself does not.
 MIN_SNR_DB = 60.0  # fp32
-
-
-def int8_bound(own_logmel_db: float, own_mcd_db: float) -> tuple[float, float]:
-    """The most log-mel and MCD an int8 run on ARM may differ from x86's run of the same file: less than the
-    variant differs from fp32 (its ``own`` distances, on x86, same ids, zero noise)."""
-    return own_logmel_db, own_mcd_db
 
 
 @dataclass
@@ -114,8 +108,7 @@ class Result:
             return f"SNR >= {MIN_SNR_DB:.0f} dB"
         if self.closeness is None:
             return "-"
-        mel, mcd = int8_bound(self.closeness.own_logmel_db, self.closeness.own_mcd_db)
-        return f"log-mel < {mel:.2f}, MCD < {mcd:.2f} dB"
+        return f"log-mel < {self.closeness.own_logmel_db:.2f}, MCD < {self.closeness.own_mcd_db:.2f} dB"
 
     @property
     def ok(self) -> bool:
@@ -123,13 +116,7 @@ class Result:
             return False
         if self.precision == "fp32":
             return self.snr_db >= MIN_SNR_DB
-        if self.snr_db == math.inf:
-            return True
-        c = self.closeness
-        if c is None:
-            return False
-        mel, mcd = int8_bound(c.own_logmel_db, c.own_mcd_db)
-        return c.logmel_db < mel and c.mcd_db < mcd
+        return self.snr_db == math.inf or (self.closeness is not None and self.closeness.close)
 
 
 @dataclass(frozen=True)
@@ -141,9 +128,14 @@ class Closeness:
     own_logmel_db: float  # x86's int8 against x86's fp32: what int8 itself moves
     own_mcd_db: float
 
+    @property
+    def close(self) -> bool:
+        """ARM's kernels may round differently from x86's, never by as much as int8 itself moves the sound."""
+        return self.logmel_db < self.own_logmel_db and self.mcd_db < self.own_mcd_db
+
     @classmethod
     def measure(cls, x86: np.ndarray, arm: np.ndarray, fp32: np.ndarray, sample_rate: int) -> Closeness | None:
-        """None where lengths differ (the run fails on its length) or int8 is bit-identical to fp32."""
+        """None where the lengths differ (the run then fails on its length)."""
         from exporter.quality import logmel_distance_db, mcd_dtw_db
 
         if len(x86) != len(arm) or len(x86) != len(fp32):
