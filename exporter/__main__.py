@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from exporter.errors import ExportError
-from exporter.quant import DEFAULT_PRESET, PRESETS  # cheap: onnx and onnxruntime are imported lazily there
+from exporter.quant import ALL_PRESETS, DEFAULT_PRESET  # cheap: onnx and onnxruntime are imported lazily there
 
 logger = logging.getLogger("exporter")
 
@@ -53,7 +53,12 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
     from exporter.quant import quantize_voice
     from runtime import contract
 
-    out = quantize_voice(args.voice_dir, args.preset, target=args.target)
+    finetune = None
+    if getattr(args, "finetune_steps", None) or getattr(args, "finetune", False):
+        from exporter.quant.finetune import FinetuneConfig
+
+        finetune = FinetuneConfig(**({"steps": args.finetune_steps} if args.finetune_steps else {}))
+    out = quantize_voice(args.voice_dir, args.preset, target=args.target, finetune=finetune)
     sidecar = json.loads(contract.sidecar_path(args.voice_dir / contract.MODEL_FILE).read_text(encoding="utf-8"))
     measured = sidecar["variants"][out.name]["measured"]
     print(f"{out}: {measured['size_mb']} MB ({measured['size_vs_fp32']:.0%} of fp32), "
@@ -70,12 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--checkpoint", type=Path, required=True, help="Coqui model.pth")
     exp.add_argument("--out", type=Path, required=True, help="output folder (model.onnx + model.onnx.json)")
     exp.add_argument("--force", action="store_true", help="replace an existing output folder")
-    exp.add_argument("--quantize", metavar="PRESET", choices=PRESETS, help="also write model.PRESET.onnx")
+    exp.add_argument("--quantize", metavar="PRESET", choices=ALL_PRESETS, help="also write model.PRESET.onnx")
     exp.set_defaults(func=_cmd_export)
 
     qua = sub.add_parser("quantize", help="write an int8 variant model.PRESET.onnx into an exported voice folder")
     qua.add_argument("voice_dir", type=Path, help="exported voice folder (model.onnx + model.onnx.json)")
-    qua.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=f"default: {DEFAULT_PRESET}")
+    qua.add_argument("--preset", choices=ALL_PRESETS, default=DEFAULT_PRESET,
+                     help=f"default: {DEFAULT_PRESET}; finetuned trains the int8 vocoder against fp32 (up to ~30 min on "
+                     "2 cores; stop it any time, the same command resumes)")
+    qua.add_argument("--finetune", action="store_true", help="auto: let the decoder stages try int8 fine-tuned "
+                     "against fp32 too (slower to make: each plan that holds it is trained)")
+    qua.add_argument("--finetune-steps", type=int, metavar="N", help="training steps of the finetuned preset and of "
+                     "auto --finetune (default: FinetuneConfig.steps)")
     qua.add_argument("--target", choices=("x86", "arm64"), help="CPU the variant is for (default: this machine)")
     qua.set_defaults(func=_cmd_quantize)
 

@@ -8,7 +8,10 @@ treatment, every unit not named staying fp32:
   (folded back to fp32 at load: no cost at run time, see storage.py);
 * ``dynamic``: onnxruntime's dynamic ConvInteger (activations quantized at run time);
 * ``qdq``: static QDQ on the convolutions (and MatMuls), calibrated on built-in sentences;
-* ``qdq+``: ``qdq`` plus the Add / LeakyRelu / Mul between them, so activations stay int8.
+* ``qdq+``: ``qdq`` plus the Add / LeakyRelu / Mul between them, so activations stay int8;
+* ``qdq+ft``: ``qdq+``, then the plan's int8 vocoder fine-tuned against the fp32 model as teacher
+  (quantization-aware, learned activation ranges; fakequant.py, finetune.py): the ``finetuned`` preset,
+  and a last rung of the decoder stages' ladders in ``auto --finetune``.
 
 The upsamplers of a decoder stage computed in int8 become polyphase Convs (polyphase.py).
 
@@ -44,14 +47,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from exporter.quant.plans import DEFAULT_PRESET, PRESETS, QuantConfig, machine_target, preset
+from exporter.quant.plans import ALL_PRESETS, DEFAULT_PRESET, FINETUNED, PRESETS, QuantConfig, machine_target, preset
 
-__all__ = ["DEFAULT_PRESET", "PRESETS", "QuantConfig", "machine_target", "preset", "quantize_voice"]
+__all__ = ["ALL_PRESETS", "DEFAULT_PRESET", "FINETUNED", "PRESETS", "QuantConfig", "machine_target", "preset",
+           "quantize_voice"]
 
 
 def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target: str | None = None,
-                   budget=None, report=print) -> Path:
-    """Write ``voice_dir/model.<preset>.onnx`` and record how it was made (and measured) in the sidecar."""
+                   budget=None, report=print, finetune=None) -> Path:
+    """Write ``voice_dir/model.<preset>.onnx`` and record how it was made (and measured) in the sidecar.
+    ``finetune``: a ``FinetuneConfig``: the fine-tuned preset's training (its defaults otherwise); given to
+    ``auto``, decoder stages get a fine-tuned rung (exporter/quant/search.py)."""
     from exporter.quant.budget import Comparison
     from exporter.quant.build import build
     from exporter.quant.calibration import CALIBRATION_SENTENCES
@@ -63,7 +69,11 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
     if preset_name == "auto":
         from exporter.quant.search import search
 
-        return search(voice_dir, target=target, budget=budget, report=report)
+        return search(voice_dir, target=target, budget=budget, report=report, finetune=finetune)
+    if preset_name == FINETUNED:
+        from exporter.quant.finetune import finetune_voice
+
+        return finetune_voice(voice_dir, target=target, budget=budget, cfg=finetune, report=report)
     cfg = preset(preset_name, target)
     dst = voice_dir / f"model.{cfg.preset}.onnx"
     start = time.perf_counter()

@@ -40,7 +40,7 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
     with tempfile.TemporaryDirectory(prefix=".vits-edge-quant-", dir=dst.parent) as tmp:
         current = Path(tmp) / "fp32.onnx"
         onnx.save(model, str(current))
-        if static["qdq"] or static["qdq+"]:
+        if any(static.values()):
             with contextlib.ExitStack() as stack:
                 if cache is None:
                     cache = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ranges.json"
@@ -49,7 +49,7 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
                 quantize_static(str(current), str(out), None, quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=sorted({op for o in QDQ_OPS for op in QDQ_OPS[o]}
                                                             | {"Reshape", "Transpose"}),
-                                nodes_to_quantize=static["qdq"] + static["qdq+"], per_channel=True,
+                                nodes_to_quantize=[n for names in static.values() for n in names], per_channel=True,
                                 activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8 if cfg.weight_type == "int8" else QuantType.QUInt8,
                                 calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),

@@ -9,8 +9,10 @@ from exporter.errors import ExportError
 from exporter.quant.units import DURATION_UNITS
 
 STORAGE = ("fp16w", "int8w")
-COMPUTE = ("dynamic", "qdq", "qdq+")
+TRAINED = "qdq+ft"  # qdq+, then the plan's int8 vocoder fine-tuned against fp32 (exporter/quant/finetune.py)
+COMPUTE = ("dynamic", "qdq", "qdq+", TRAINED)
 QDQ_OPS = {"qdq": ("Conv", "MatMul"), "qdq+": ("Conv", "MatMul", "Add", "LeakyRelu", "Mul")}
+QDQ_OPS[TRAINED] = QDQ_OPS["qdq+"]
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,29 @@ def preset(name: str, target: str | None = None) -> QuantConfig:
         # conv_post (one output channel), where int8 is slower than fp32 (54 ms against 37 ms).
         return QuantConfig("static", (("flow", "qdq+"), ("decoder.post", "fp32"), ("decoder", "qdq+")),
                            target=target)
+    if name == "finetuned":
+        # static's int8 compute, its vocoder then fine-tuned against fp32 (exporter/quant/finetune.py); the
+        # text encoder and duration predictor in fp16 storage (they decide durations: never int8 here).
+        return QuantConfig("finetuned", (("flow", "qdq+"), ("decoder.post", "fp32"), ("decoder", TRAINED),
+                                         ("text_encoder", "fp16w"), ("text_encoder_ffn", "fp16w"),
+                                         ("duration_predictor", "fp16w")), target=target)
     if name == "auto":
         raise ExportError("the auto preset is searched, not fixed: use quantize_voice(..., 'auto')")
-    raise ExportError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    raise ExportError(f"unknown preset {name!r}: choose one of {', '.join(ALL_PRESETS)}")
 
 
-PRESETS = ("dynamic", "static", "auto")
+PRESETS = ("dynamic", "static", "auto")  # made in minutes; every one is checked on the emulated Pis
+# Trained for up to half an hour (exporter/quant/finetune.py); its file has static's ops, so what the ARM check
+# proves for static holds for it.
+FINETUNED = "finetuned"
+ALL_PRESETS = PRESETS + (FINETUNED,)
 DEFAULT_PRESET = "auto"  # measured per voice: the fastest plan inside the quality budget
 
 
-def options_for(unit: str) -> tuple[tuple[str, str | None], ...]:
-    """``(option, the rung below it)``: an option is tried only if the rung below passed the budget."""
+def options_for(unit: str, finetune: bool = False) -> tuple[tuple[str, str | None], ...]:
+    """``(option, the rung below it)``: an option is tried only if the rung below passed the budget. With
+    ``finetune`` a decoder stage has a last rung, qdq+ fine-tuned, tried whenever its int8 weights passed (it
+    is there for the stages whose plain qdq/qdq+ listeners reject)."""
     if unit.startswith(DURATION_UNITS):
         return (("fp16w", None), ("int8w", "fp16w"), ("dynamic", "int8w"))
     if unit == "decoder.post":
@@ -76,4 +90,5 @@ def options_for(unit: str) -> tuple[tuple[str, str | None], ...]:
     ladder = (("int8w", None), ("qdq", "int8w"), ("qdq+", "qdq"))
     if unit == "flow":
         return ladder + (("dynamic", "int8w"),)
-    return ladder  # decoder stages (upsamplers in polyphase form: see exporter/quant/polyphase.py)
+    # decoder stages (upsamplers in polyphase form: see exporter/quant/polyphase.py)
+    return ladder + (((TRAINED, "int8w"),) if finetune else ())

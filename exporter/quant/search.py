@@ -38,7 +38,7 @@ from pathlib import Path
 
 from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, _Listener, measure_speed, within
 from exporter.quant.build import build
-from exporter.quant.plans import COMPUTE, QuantConfig, machine_target, options_for
+from exporter.quant.plans import COMPUTE, TRAINED, QuantConfig, machine_target, options_for
 from exporter.quant.units import DURATION_UNITS, unit_names
 from exporter.quant.variants import add_pieces, record
 from runtime import contract, cpu
@@ -69,8 +69,11 @@ def _line(row: dict) -> str:
 
 
 def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None = None, threads: int = 2,
-           listen: bool = True, report=print, timer=None) -> Path:
+           listen: bool = True, report=print, timer=None, finetune=None) -> Path:
     """Write ``voice_dir/model.auto.onnx``: the fastest plan inside ``budget``, then the smallest.
+
+    ``finetune`` (a ``FinetuneConfig``): decoder stages get a last rung, qdq+ fine-tuned against fp32; every plan
+    holding it is trained before it is judged (minutes each: the default search stays without it).
 
     ``timer(plan)``, when given, stands in for one timed round of a plan (fp32's time over the plan's): the
     tests use it to show that timing noise does not change the plan."""
@@ -85,68 +88,31 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     if base.target != machine_target():
         report(f"  note: speeds are measured on this {machine_target()} machine and stand in for {base.target}: "
                f"run the quantize command on the {base.target} device itself to choose by its own timings")
-    comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads)
-    listener = _Listener(threads) if listen else None
-    reference = None
-    rate = comparison.voice.sample_rate
-    heard_texts = list(JUDGE_SENTENCES) * budget.listen_seeds
-    if listener and listener.available:
-        reference = listener.score(heard_texts, comparison.heard(voice_dir / contract.MODEL_FILE,
-                                                                   budget.listen_seeds), rate,
-                                   budget.listen_seeds)
-        report(f"  fp32 heard ({budget.listen_seeds} draws of its default noise per sentence): {_heard(reference)}")
-    if listener and listener.notes:
-        report("  " + "; ".join(listener.notes) + ": judged without them")
-    tried: list[dict] = []
+    judge = Judge(voice_dir, budget, threads=threads, listen=listen, report=report, timer=timer)
+    tried = judge.tried
 
     with tempfile.TemporaryDirectory(prefix=".vits-edge-auto-", dir=voice_dir) as tmp:
         tmp = Path(tmp)
         cache = tmp / "ranges.json"
 
         def trial(plan, step, faster_than=None) -> dict:
-            """Build and judge one plan. int8 compute is listened to (the log-mel bound misses the
-            hiss int8 adds at the highest sample rate: 0.99 dB there cost 0.57 P.808, 0.83 dB in
-            the middle stage and the flow 0.08). ``faster_than``: the speed it has to beat, clearly."""
             cfg = dataclasses.replace(base, plan=tuple(plan))
             path = tmp / "trial.onnx"
             build(voice_dir, cfg, path, cache)
-            computes = any(o in COMPUTE for _, o in plan)
-            final = step == "final"
-            measured = comparison.measure(path, timed=False, durations=final or any(
-                u.startswith(DURATION_UNITS) for u, _ in plan))
-            candidate = measured.pop("_voice")
-            sound, why = within(measured, budget)  # the sound passed, fast enough or not
-            ok = sound
-            if sound and (computes or final):
-                # weight storage alone runs fp32's kernels (exporter/quant/storage.py): only compute is timed
-                one_round = (lambda: timer(tuple(plan))) if timer else (lambda: comparison.round(candidate))
-                speed = measure_speed(one_round, threshold=faster_than, precision=FINAL_PRECISION if final else None,
-                                      min_rounds=6 if final else 4, max_rounds=20 if final else 12)
-                measured.update(speed.summary())
-                if faster_than is not None:
-                    clear = speed.versus(faster_than)
-                    ok = clear is True
-                    low, high = speed.interval
-                    why = (f"{'faster' if ok else 'no faster' if clear is False else 'not clearly faster'} than "
-                           f"{faster_than:.2f}x ({low:.2f}-{high:.2f}x over {len(speed.ratios)} rounds)")
-            row = {"step": step, "plan": cfg.describe(), **measured}
-            if ok and reference is not None and (computes or final):
-                heard = listener.score(heard_texts, comparison.heard(path, budget.listen_seeds), rate,
-                                       budget.listen_seeds)
-                row["heard"] = heard
-                ok, verdict = listener.verdict(reference, heard, budget)
-                sound = ok
-                why = f"{why}; {verdict}" if ok else verdict
-            row.update(within_budget=ok, sound=sound, verdict=("kept: " if ok else "rejected: ") + why)
-            tried.append(row)
-            report(_line(row))
-            return row
+            if any(option == TRAINED for _, option in plan):
+                from exporter.quant.finetune import finetune as train
+
+                key = finetune.key(cfg.describe())
+                report(f"  fine-tuning {cfg.describe()} ({finetune.steps} steps)")
+                train(voice_dir, path, cfg.describe(), finetune, work=tmp / "finetune" / key,
+                      report=lambda line: report("  " + line))
+            return judge.trial(path, cfg, step, faster_than)
 
         # 1. Every treatment of every unit on its own, up each unit's ladder while the rungs pass.
         report("1. each unit alone (everything else fp32):")
         alone: dict[tuple[str, str], dict] = {}
         for unit in units:
-            for option, below in options_for(unit):
+            for option, below in options_for(unit, finetune is not None):
                 if below is not None and not alone[unit, below]["sound"]:
                     row = {"step": "skipped", "plan": f"{unit}={option}", "within_budget": False, "sound": False,
                            "verdict": f"skipped: {unit}={below} already breaks the budget"}
@@ -205,9 +171,9 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                                         "speed_interval", "speed_rounds", "size_mb", "size_vs_fp32", "threads",
                                         "durations")}
     measured["timed_on"] = cpu.describe()  # the plan follows this machine's timings: its CPU class says for which
-    measured["fp32_noise_moves"] = comparison.phonemes.noise_moves() \
-        if comparison.phonemes else None
-    measured.update(seconds=round(time.perf_counter() - start, 1), heard=row.get("heard"), fp32_heard=reference)
+    measured["fp32_noise_moves"] = judge.comparison.phonemes.noise_moves() \
+        if judge.comparison.phonemes else None
+    measured.update(seconds=round(time.perf_counter() - start, 1), heard=row.get("heard"), fp32_heard=judge.reference)
     record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
                                   "budget": dataclasses.asdict(budget), "search": tried})
     low, high = measured["speed_interval"]
@@ -216,3 +182,64 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
            f"({measured['timed_on']['int8_class']}); {measured['size_vs_fp32']:.0%} of its size)")
     add_pieces(voice_dir, dst.name)
     return dst
+
+
+class Judge:
+    """A variant file against ``model.onnx`` under ``budget``: the trials of ``auto`` and the fine-tuned preset's
+    verdict. fp32 is measured (and listened to) once; every trial is reported and kept in ``tried``."""
+
+    def __init__(self, voice_dir: Path, budget: Budget, *, threads: int = 2, listen: bool = True, report=print,
+                 timer=None):
+        self.budget, self.report, self.timer = budget, report, timer
+        self.comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads)
+        self.listener = _Listener(threads) if listen else None
+        self.reference = None
+        self.rate = self.comparison.voice.sample_rate
+        self.heard_texts = list(JUDGE_SENTENCES) * budget.listen_seeds
+        if self.listener and self.listener.available:
+            self.reference = self.listen(Path(voice_dir) / contract.MODEL_FILE)
+            report(f"  fp32 heard ({budget.listen_seeds} draws of its default noise per sentence): "
+                   f"{_heard(self.reference)}")
+        if self.listener and self.listener.notes:
+            report("  " + "; ".join(self.listener.notes) + ": judged without them")
+        self.tried: list[dict] = []
+
+    def listen(self, path: Path) -> dict:
+        return self.listener.score(self.heard_texts, self.comparison.heard(path, self.budget.listen_seeds),
+                                   self.rate, self.budget.listen_seeds)
+
+    def trial(self, path: Path, cfg: QuantConfig, step: str, faster_than: float | None = None) -> dict:
+        """Judge the variant ``path`` (made by ``cfg``). int8 compute is listened to (the log-mel bound misses
+        the hiss int8 adds at the highest sample rate: 0.99 dB there cost 0.57 P.808, 0.83 dB in the middle
+        stage and the flow 0.08). ``faster_than``: the speed it has to beat, clearly."""
+        budget, plan = self.budget, cfg.plan
+        computes = any(o in COMPUTE for _, o in plan)
+        final = step == "final"
+        measured = self.comparison.measure(path, timed=False, durations=final or any(
+            u.startswith(DURATION_UNITS) for u, _ in plan))
+        candidate = measured.pop("_voice")
+        sound, why = within(measured, budget)  # the sound passed, fast enough or not
+        ok = sound
+        if sound and (computes or final):
+            # weight storage alone runs fp32's kernels (exporter/quant/storage.py): only compute is timed
+            one_round = (lambda: self.timer(tuple(plan))) if self.timer else (lambda: self.comparison.round(candidate))
+            speed = measure_speed(one_round, threshold=faster_than, precision=FINAL_PRECISION if final else None,
+                                  min_rounds=6 if final else 4, max_rounds=20 if final else 12)
+            measured.update(speed.summary())
+            if faster_than is not None:
+                clear = speed.versus(faster_than)
+                ok = clear is True
+                low, high = speed.interval
+                why = (f"{'faster' if ok else 'no faster' if clear is False else 'not clearly faster'} than "
+                       f"{faster_than:.2f}x ({low:.2f}-{high:.2f}x over {len(speed.ratios)} rounds)")
+        row = {"step": step, "plan": cfg.describe(), **measured}
+        if ok and self.reference is not None and (computes or final):
+            heard = self.listen(path)
+            row["heard"] = heard
+            ok, verdict = self.listener.verdict(self.reference, heard, budget)
+            sound = ok
+            why = f"{why}; {verdict}" if ok else verdict
+        row.update(within_budget=ok, sound=sound, verdict=("kept: " if ok else "rejected: ") + why)
+        self.tried.append(row)
+        self.report(_line(row))
+        return row
