@@ -180,3 +180,34 @@ def test_finetuned_preset_through_the_cli_judges_and_records(exported, tmp_path,
     else:
         assert "outside the budget" in captured.err and "model.finetuned.rejected.onnx" in captured.err
         assert not (folder / "model.finetuned.onnx").exists()
+
+
+def test_auto_finetune_gives_decoder_stages_a_trained_rung(exported, tmp_path):
+    """``auto --finetune``: each decoder stage's ladder ends in qdq+ fine-tuned; a plan holding it is trained before
+    it is judged, and kept when it is the faster (made-up timings: this CPU gains only from stage 1 trained)."""
+    import json
+
+    from exporter.quant.budget import Budget
+    from exporter.quant.finetune import FinetuneConfig
+    from exporter.quant.search import search
+    from exporter.quant.units import unit_names
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    anything = Budget(max_phoneme_frames=10**6, max_moved_share=1.0, max_length_change=10.0, max_logmel_db=100.0,
+                      max_mcd_db=1000.0)
+    gains = {("decoder.1", "qdq+ft"): 1.5}
+
+    def timer(plan):
+        return float(np.prod([gains.get(item, 1.0) for item in plan]))
+
+    lines: list[str] = []
+    search(folder, budget=anything, listen=False, report=lines.append, timer=timer,
+           finetune=FinetuneConfig(**FEW))
+    record = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())["variants"]["model.auto.onnx"]
+    alone = {r["plan"] for r in record["search"] if r["step"] == "alone"}
+    stages = [u for u in unit_names(onnx.load(str(folder / contract.MODEL_FILE))) if u[-1].isdigit()]
+    assert len(stages) == 2 and {f"{stage}=qdq+ft" for stage in stages} <= alone  # the tiny voice has two stages
+    assert ["decoder.1", "qdq+ft"] in record["config"]["plan"]
+    assert any("fine-tuning" in line for line in lines) and any("step 12/12" in line for line in lines)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # its training happened in its temporary folder

@@ -106,6 +106,13 @@ class FakeQuantGraph(torch.nn.Module):
             self.constants[name] = torch.from_numpy(np.array(value))
         self.zero_point_names = {n.input[1]: n.input[2] for n in self.nodes if n.op_type == "QuantizeLinear"}
 
+    def to_device(self, device) -> FakeQuantGraph:
+        """Parameters, constants and the teacher's weights on ``device`` (a GPU where torch sees one)."""
+        self.to(device)
+        self.constants = {k: v.to(device) for k, v in self.constants.items()}
+        self.teacher = {k: v.to(device) for k, v in self.teacher.items()}
+        return self
+
     def _add_weight(self, k: str, value: np.ndarray) -> None:
         self.weights[k] = torch.nn.Parameter(torch.from_numpy(np.array(value, dtype=np.float32)))
         self.teacher[k] = self.weights[k].detach().clone()
@@ -174,6 +181,11 @@ class FakeQuantGraph(torch.nn.Module):
             return self._const_dequantize(node, x)
         if op == "Conv":
             return self._conv(node, x, quantized, teacher)
+        if op == "ConvTranspose":  # an upsampler left in floating point (a stage of the plan not in int8)
+            pads = _attr(node, "pads", [0, 0])
+            return F.conv_transpose1d(x[0], x[1], x[2] if len(x) > 2 else None, stride=_attr(node, "strides", [1])[0],
+                                      padding=pads[0], output_padding=_attr(node, "output_padding", [0])[0],
+                                      groups=_attr(node, "group", 1), dilation=_attr(node, "dilations", [1])[0])
         if op == "Add":
             return x[0] + x[1]
         if op == "Mul":
@@ -189,7 +201,8 @@ class FakeQuantGraph(torch.nn.Module):
         if op == "Cast":
             return x[0].to(torch.float32) if _attr(node, "to") == onnx.TensorProto.FLOAT else x[0]
         if op == "Constant":
-            return torch.from_numpy(np.array(numpy_helper.to_array(_attr(node, "value"))))
+            return torch.from_numpy(np.array(numpy_helper.to_array(_attr(node, "value")))).to(
+                next(iter(self.weights.values())).device if len(self.weights) else "cpu")
         if op == "Reshape":
             shape = [int(v) for v in x[1]]
             shape = [x[0].shape[i] if v == 0 else v for i, v in enumerate(shape)]
@@ -221,7 +234,7 @@ class FakeQuantGraph(torch.nn.Module):
 
     def _const_dequantize(self, node, x):
         q, s = x[0].to(torch.float32), x[1].to(torch.float32)
-        zp = x[2].to(torch.float32) if len(x) > 2 and x[2] is not None else torch.zeros(())
+        zp = x[2].to(torch.float32) if len(x) > 2 and x[2] is not None else torch.zeros((), device=q.device)
         if s.ndim:
             shape = [1] * q.ndim
             shape[_attr(node, "axis", 1)] = -1
@@ -260,6 +273,7 @@ class FakeQuantGraph(torch.nn.Module):
         many initializers changed."""
         inits = {t.name: t for t in model.graph.initializer}
         new: dict[str, np.ndarray] = {}
+        self.to_device("cpu")
         for base_w, w_scale, bias, in_scale in self.conv_params.values():
             step = self.weight_step(base_w)
             w = self.weights[self._keys[base_w]]
