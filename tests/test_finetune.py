@@ -142,6 +142,10 @@ def test_a_stopped_run_resumes_to_the_same_model(quantized, tmp_path):
     _, resumed_path, resumed, lines = _finetuned(voice, tmp_path, "resumed", resume_from=tmp_path / "part-work")
     assert any("resuming at step 6" in line for line in lines)
     assert resumed["finished"] and resumed["held_out_loss_after"] == done["held_out_loss_after"]
+    from exporter.quant.finetune import FinetuneConfig, voice_key
+
+    # a checkpoint belongs to its voice: another fp32 model (a re-export) starts afresh
+    assert FinetuneConfig().key("plan", voice_key(voice)) != FinetuneConfig().key("plan", "another voice")
     a, b = onnx.load(str(whole)), onnx.load(str(resumed_path))
     for x, y in zip(a.graph.initializer, b.graph.initializer):
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(x), onnx.numpy_helper.to_array(y), err_msg=x.name)

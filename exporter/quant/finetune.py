@@ -82,14 +82,25 @@ class FinetuneConfig:
     seed: int = 0
     checkpoint_every: int = 25
 
-    def key(self, plan: str) -> str:
+    def key(self, plan: str, voice: str) -> str:
+        """A run's folder name: the plan, the training, and the voice (``voice_key``): a re-exported voice never
+        resumes a checkpoint of the old one."""
         fields = {k: v for k, v in asdict(self).items() if k != "checkpoint_every"}
-        return hashlib.sha256(json.dumps([plan, fields], sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps([plan, fields, voice], sort_keys=True).encode()).hexdigest()[:12]
 
-    def data_key(self) -> str:
+    def data_key(self, voice: str) -> str:
         """What the teacher's latents depend on (every plan of a voice trains on the same ones)."""
-        fields = [self.seed, self.generated, self.crop_frames, TRAINING_SENTENCES, NOISE_SCALES, LENGTH_SCALES]
+        fields = [self.seed, self.generated, self.crop_frames, TRAINING_SENTENCES, NOISE_SCALES, LENGTH_SCALES, voice]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
+
+
+def voice_key(voice_dir: Path) -> str:
+    """The fp32 model's bytes (the teacher)."""
+    digest = hashlib.sha256()
+    with open(Path(voice_dir) / contract.MODEL_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def training_texts(cfg: FinetuneConfig) -> list[str]:
@@ -179,11 +190,12 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
 
     cfg = cfg or FinetuneConfig()
     voice_dir = Path(voice_dir)
-    work = Path(work) if work else voice_dir / ".finetune" / cfg.key(plan)
+    teacher = voice_key(voice_dir)
+    work = Path(work) if work else voice_dir / ".finetune" / cfg.key(plan, teacher)
     work.mkdir(parents=True, exist_ok=True)
     architecture = Voice.load(voice_dir).config.streaming.get("architecture")
 
-    data_path = work.parent / f"latents-{cfg.data_key()}.npz"  # shared by the plans trained beside this one
+    data_path = work.parent / f"latents-{cfg.data_key(teacher)}.npz"  # shared by the plans trained beside this one
     if not data_path.is_file():
         report(f"fine-tune: the fp32 teacher speaks {len(training_texts(cfg))} sentences at noise scales "
                f"{NOISE_SCALES} and length scales {LENGTH_SCALES}")
@@ -287,10 +299,11 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
     if step < cfg.steps:
         save()
         return {"steps": step, "finished": False}
+    after = held_out()
     changed = graph.write_back(model)
     atomic_write_bytes(Path(qdq_model), model.SerializeToString())
     return {"steps": step, "finished": True, "initializers": changed,
-            "held_out_loss_before": round(before, 4), "held_out_loss_after": round(held_out(), 4),
+            "held_out_loss_before": round(before, 4), "held_out_loss_after": round(after, 4),
             "seconds": round(time.perf_counter() - start_time, 1), "config": asdict(cfg), "work": str(work)}
 
 
@@ -317,7 +330,7 @@ def finetune_voice(voice_dir: Path, *, target: str | None = None, budget=None, c
 
     voice_dir, cfg, budget = Path(voice_dir), cfg or FinetuneConfig(), budget or Budget()
     plan = preset(FINETUNED, target)
-    work = voice_dir / ".finetune" / cfg.key(plan.describe())
+    work = voice_dir / ".finetune" / cfg.key(plan.describe(), voice_key(voice_dir))
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     trained = work / "trained.onnx"

@@ -101,8 +101,9 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
             build(voice_dir, cfg, path, cache)
             if any(option == TRAINED for _, option in plan):
                 from exporter.quant.finetune import finetune as train
+                from exporter.quant.finetune import voice_key
 
-                key = finetune.key(cfg.describe())
+                key = finetune.key(cfg.describe(), voice_key(voice_dir))
                 report(f"  fine-tuning {cfg.describe()} ({finetune.steps} steps)")
                 train(voice_dir, path, cfg.describe(), finetune, work=tmp / "finetune" / key,
                       report=lambda line: report("  " + line))
