@@ -76,6 +76,43 @@ def read_state_dict(checkpoint_path: Path) -> dict:
     return state
 
 
+# The files a config names beside its checkpoint: (field, what it holds, when TTS reads it).
+_SIDE_FILES = (
+    ("speakers_file", "speaker names and ids", lambda c: c.model_args.use_speaker_embedding and not c.speakers),
+    ("speaker_file", "speaker names and ids", lambda c: c.model_args.use_speaker_embedding and not c.speakers),
+    ("language_ids_file", "language names and ids", lambda c: c.model_args.use_language_embedding),
+    ("d_vector_file", "speakers' d-vectors", lambda c: c.model_args.use_d_vector_file),
+)
+
+
+def resolve_side_files(config, config_path: Path) -> None:
+    """Configs saved by Coqui's downloader record the side files (``speaker_ids.json``, ``language_ids.json``,
+    ``speakers.json``) by absolute paths of the machine that saved them. A recorded path that does not exist is
+    looked for beside the config, by its file name; the file used is logged. A file the voice needs and that is
+    found nowhere is an error naming it."""
+    for field, holds, needed in _SIDE_FILES:
+        owners = [o for o in (config, config.model_args) if getattr(o, field, None)]
+        if not owners or not needed(config):
+            continue
+        recorded = getattr(owners[0], field)
+        paths = [recorded] if isinstance(recorded, str) else list(recorded)
+        resolved = []
+        for name in paths:
+            path = Path(name)
+            if path.is_file():
+                resolved.append(str(path))
+                continue
+            local = config_path.parent / path.name
+            if not local.is_file():
+                raise ExportError(f"{config_path}: its {field} {name} does not exist, and there is no {path.name} "
+                                  f"beside the config: put the voice's {path.name} ({holds}) in {config_path.parent}")
+            logger.info("%s: %s %s is not on this machine; using %s, beside the config", config_path, field, name, local)
+            resolved.append(str(local))
+        value = resolved[0] if isinstance(recorded, str) else resolved
+        for owner in owners:
+            setattr(owner, field, value)
+
+
 def _names(manager, count: int) -> dict[str, int]:
     """name -> id from a TTS speaker/language manager, or plain numbers when it has no names."""
     mapping = dict(getattr(manager, "name_to_id", None) or {})
@@ -95,11 +132,7 @@ def load_voice(config_path: Path, checkpoint_path: Path) -> LoadedVoice:
     if config.model_args.use_d_vector_file:
         raise ExportError(f"{config_path}: voices conditioned on external d-vectors (use_d_vector_file) are not supported.")
     config.model_args.init_discriminator = False  # inference never needs it; saves ~47 M params
-    speakers_file = getattr(config.model_args, "speakers_file", None) or getattr(config, "speakers_file", None)
-    if speakers_file and not Path(speakers_file).exists():
-        local = Path(config_path).parent / Path(speakers_file).name
-        if local.exists():
-            config.speakers_file = config.model_args.speakers_file = str(local)
+    resolve_side_files(config, Path(config_path))
     try:
         model = Vits(config)
     except Exception as exc:

@@ -142,3 +142,43 @@ def test_console_run_is_quiet(voices, tmp_path):
     assert "worst SNR" in proc.stdout
     assert len(proc.stderr.splitlines()) <= 6, proc.stderr
     assert "TracerWarning" not in proc.stderr
+
+
+def _downloaded_config(voices, folder, *, with_files: bool):
+    """The tiny speaker+language voice as Coqui's downloader saves one: speakers and languages only in side
+    files recorded by absolute paths of another machine, the files themselves beside the config (or not)."""
+    import shutil
+
+    config, checkpoint = voices("languages")
+    folder.mkdir()
+    raw = json.loads(config.read_text())
+    elsewhere = "/home/someone/.local/share/tts/tts_models--multilingual--tiny--vits"
+    raw["speakers"] = []
+    raw["model_args"]["speakers_file"] = f"{elsewhere}/speaker_ids.json"
+    raw["model_args"]["language_ids_file"] = f"{elsewhere}/language_ids.json"
+    (folder / "config.json").write_text(json.dumps(raw))
+    shutil.copy(checkpoint, folder / "model_file.pth.tar")
+    if with_files:
+        (folder / "speaker_ids.json").write_text(json.dumps({"alice": 0, "bob": 1}))
+        (folder / "language_ids.json").write_text(json.dumps({"en": 0, "fr": 1}))
+    return folder / "config.json", folder / "model_file.pth.tar"
+
+
+def test_side_files_recorded_on_another_machine_are_found_beside_the_config(voices, tmp_path, caplog):
+    import logging
+
+    config, checkpoint = _downloaded_config(voices, tmp_path / "downloaded", with_files=True)
+    with caplog.at_level(logging.INFO, logger="exporter.checkpoint"):
+        assert export_cli(config, checkpoint, tmp_path / "out") == 0
+    sidecar = json.loads((tmp_path / "out" / "model.onnx.json").read_text())
+    assert sidecar["speakers"] == {"alice": 0, "bob": 1} and sidecar["languages"] == {"en": 0, "fr": 1}
+    used = [r.getMessage() for r in caplog.records if "beside the config" in r.getMessage()]
+    assert len(used) == 2 and any(str(tmp_path / "downloaded" / "speaker_ids.json") in m for m in used)
+
+
+def test_a_side_file_found_nowhere_is_named(voices, tmp_path, capsys):
+    config, checkpoint = _downloaded_config(voices, tmp_path / "downloaded", with_files=False)
+    assert export_cli(config, checkpoint, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "speakers_file /home/someone/" in err and "no speaker_ids.json beside the config" in err
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path)
