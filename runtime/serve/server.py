@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 WIDTH, CHANNELS = 2, 1  # 16-bit mono, as every Piper and Coqui voice speaks
 MAX_PROTOCOL_ERRORS = 8  # a connection sending only junk is closed after this many answers
+# After a fatal error the connection is half-closed and what the client still sends is read and dropped, for at
+# most this long and this much: closing a socket with unread input makes the kernel reset the connection, and the
+# reset can overtake the error event on its way (seen in CI: a client sent 200 kB of junk and got
+# ConnectionResetError instead of the "too-large" error). Bounded, so no client can hold a connection with it.
+LINGER_S, LINGER_BYTES = 1.0, 1 << 20
 
 
 class ClientError(Exception):
@@ -150,6 +155,19 @@ class Handler:
         logger.info("client error (%s): %s", code, text)
         await self.write(Error(text=text, code=code).event())
 
+    async def linger(self) -> None:
+        """Half-close, then drop what the client is still sending (``LINGER_S``, ``LINGER_BYTES``), so that the error
+        just written reaches it before the connection closes."""
+        with contextlib.suppress(Exception):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            deadline, dropped = time.monotonic() + LINGER_S, 0
+            while dropped < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                chunk = await asyncio.wait_for(self.reader.read(1 << 16), left)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+
     async def run(self) -> None:
         peer = self.writer.get_extra_info("peername")
         try:
@@ -160,6 +178,7 @@ class Handler:
                     self.protocol_errors += 1
                     await self.error(str(exc), exc.code)
                     if exc.fatal or self.protocol_errors >= MAX_PROTOCOL_ERRORS:
+                        await self.linger()
                         break
                     continue
                 if event is None:
