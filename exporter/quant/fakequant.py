@@ -101,9 +101,13 @@ class FakeQuantGraph(torch.nn.Module):
                         torch.tensor(float(inits[zp]), dtype=torch.float32))
                     if inits[zp].dtype != np.uint8:
                         raise ValueError(f"{node.name}: activations must be uint8 (build() writes them so)")
-        self.skip = skip
         for name, value in inits.items():
             self.constants[name] = torch.from_numpy(np.array(value))
+        for node in self.nodes:  # Constant nodes are constants: made once, moved with the rest
+            if node.op_type == "Constant":
+                self.constants[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(_attr(node, "value"))))
+                skip.add(node.name)
+        self.skip = skip
         self.zero_point_names = {n.input[1]: n.input[2] for n in self.nodes if n.op_type == "QuantizeLinear"}
 
     def to_device(self, device) -> FakeQuantGraph:
@@ -176,7 +180,7 @@ class FakeQuantGraph(torch.nn.Module):
                 return self._const_quantize(node, x)
             return self.quantize(x[0], node.input[1]) if quantized else x[0]
         if op == "DequantizeLinear":
-            if node.input[1] in self.zero_point_names and node.input[1] in self._keys:
+            if node.input[1] in self.zero_point_names:
                 return self.dequantize(x[0], node.input[1]) if quantized else x[0]
             return self._const_dequantize(node, x)
         if op == "Conv":
@@ -200,9 +204,6 @@ class FakeQuantGraph(torch.nn.Module):
             return x[0]
         if op == "Cast":
             return x[0].to(torch.float32) if _attr(node, "to") == onnx.TensorProto.FLOAT else x[0]
-        if op == "Constant":
-            return torch.from_numpy(np.array(numpy_helper.to_array(_attr(node, "value")))).to(
-                next(iter(self.weights.values())).device if len(self.weights) else "cpu")
         if op == "Reshape":
             shape = [int(v) for v in x[1]]
             shape = [x[0].shape[i] if v == 0 else v for i, v in enumerate(shape)]

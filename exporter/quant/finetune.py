@@ -186,6 +186,7 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
     from exporter.quant import polyphase
     from exporter.quant.fakequant import FakeQuantGraph
     from exporter.split import split
+    from runtime import chunking
     from runtime.voice import Voice
 
     cfg = cfg or FinetuneConfig()
@@ -222,7 +223,7 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps)))
     loss_fn = Loss(cfg.features)
-    crops = len(chunking_crops(vocoder))
+    crops = len(chunking.crop_names(chunking.split_chain(chunking.layers(architecture))[1]))
 
     state_path = work / "state.pt"
     step, history = 0, []
@@ -307,11 +308,6 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
             "seconds": round(time.perf_counter() - start_time, 1), "config": asdict(cfg), "work": str(work)}
 
 
-def chunking_crops(vocoder) -> list[str]:
-    """The crop points of a vocoder piece (one per Slice the split inserted)."""
-    return [n.name for n in vocoder.graph.node if n.op_type == "Slice" and n.name.startswith("/pieces/crop_")]
-
-
 def finetune_voice(voice_dir: Path, *, target: str | None = None, budget=None, cfg: FinetuneConfig | None = None,
                    report=print, stop_after: int | None = None) -> Path | None:
     """``quantize --preset finetuned``: build the plan, fine-tune its vocoder (resuming a stopped run), judge the
@@ -324,7 +320,7 @@ def finetune_voice(voice_dir: Path, *, target: str | None = None, budget=None, c
     from exporter.quant.budget import Budget
     from exporter.quant.build import build
     from exporter.quant.plans import FINETUNED, preset
-    from exporter.quant.search import Judge
+    from exporter.quant.search import RECORDED, Judge
     from exporter.quant.variants import add_pieces, record
     from runtime import cpu
 
@@ -349,9 +345,7 @@ def finetune_voice(voice_dir: Path, *, target: str | None = None, budget=None, c
            f"{done['held_out_loss_before']} -> {done['held_out_loss_after']}; judging against fp32")
     judge = Judge(voice_dir, budget, report=report)  # timed on 2 threads, as the device runs it
     row = judge.trial(trained, plan, "final")
-    measured = {k: row.get(k) for k in ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32",
-                                        "speed_interval", "speed_rounds", "size_mb", "size_vs_fp32", "threads",
-                                        "durations", "heard")}
+    measured = {k: row.get(k) for k in (*RECORDED, "heard")}
     measured.update(fp32_heard=judge.reference, timed_on=cpu.describe(),
                     seconds=round(time.perf_counter() - start, 1), finetune=done)
     if not row["within_budget"]:

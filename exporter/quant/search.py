@@ -43,6 +43,9 @@ from exporter.quant.units import DURATION_UNITS, unit_names
 from exporter.quant.variants import add_pieces, record
 from runtime import contract, cpu
 
+# What the sidecar keeps of a final trial (auto's and the fine-tuned preset's)
+RECORDED = ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32", "speed_interval", "speed_rounds",
+            "size_mb", "size_vs_fp32", "threads", "durations")
 # The final plan is timed against fp32 until its speed-up is known to +-2% (95% interval), at most 20 rounds.
 FINAL_PRECISION = 0.02
 
@@ -168,9 +171,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         cfg = dataclasses.replace(base, plan=tuple(plan))
         dst = voice_dir / "model.auto.onnx"
         shutil.move(str(tmp / "trial.onnx"), dst)
-    measured = {k: row.get(k) for k in ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32",
-                                        "speed_interval", "speed_rounds", "size_mb", "size_vs_fp32", "threads",
-                                        "durations")}
+    measured = {k: row.get(k) for k in RECORDED}
     measured["timed_on"] = cpu.describe()  # the plan follows this machine's timings: its CPU class says for which
     measured["fp32_noise_moves"] = judge.comparison.phonemes.noise_moves() \
         if judge.comparison.phonemes else None
