@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,12 @@ _TRAINING_ONLY = ("disc.", "speaker_encoder.")
 
 @dataclass
 class LoadedVoice:
-    model: "object"  # TTS.tts.models.vits.Vits, in eval mode
-    config: "object"  # its VitsConfig
+    model: object  # TTS.tts.models.vits.Vits, in eval mode
+    config: object  # its VitsConfig
     speakers: dict[str, int]
     languages: dict[str, int]
+    # a d-vector voice: each named speaker's d-vector (the mean of its clips', as TTS picks it by name), row = id
+    d_vectors: object | None = None  # numpy float32 [speakers, d_vector_dim]
 
 
 def _require_file(path: Path, what: str) -> Path:
@@ -102,10 +105,11 @@ def resolve_side_files(config, config_path: Path) -> None:
             if path.is_file():
                 resolved.append(str(path))
                 continue
-            local = config_path.parent / path.name
+            base = re.split(r"[\\/]", name)[-1]  # a Windows path's file name too (C:\Users\...\speakers.json)
+            local = config_path.parent / base
             if not local.is_file():
-                raise ExportError(f"{config_path}: its {field} {name} does not exist, and there is no {path.name} "
-                                  f"beside the config: put the voice's {path.name} ({holds}) in {config_path.parent}")
+                raise ExportError(f"{config_path}: its {field} {name} does not exist, and there is no {base} "
+                                  f"beside the config: put the voice's {base} ({holds}) in {config_path.parent}")
             logger.info("%s: %s %s is not on this machine; using %s, beside the config", config_path, field, name, local)
             resolved.append(str(local))
         value = resolved[0] if isinstance(recorded, str) else resolved
@@ -114,11 +118,63 @@ def resolve_side_files(config, config_path: Path) -> None:
 
 
 def _names(manager, count: int) -> dict[str, int]:
-    """name -> id from a TTS speaker/language manager, or plain numbers when it has no names."""
-    mapping = dict(getattr(manager, "name_to_id", None) or {})
-    if len(mapping) != count:
-        mapping = {str(i): i for i in range(count)}
-    return {str(k): int(v) for k, v in sorted(mapping.items(), key=lambda kv: kv[1])}
+    """name -> id from a TTS speaker/language manager, or plain numbers when it has no names. Two names may
+    share an id (css10's ``speaker_ids.json``); an id beyond the embedding table is an error TTS would hit."""
+    mapping = {str(k): int(v) for k, v in (getattr(manager, "name_to_id", None) or {}).items()}
+    if not mapping:
+        return {str(i): i for i in range(count)}
+    outside = {k: v for k, v in mapping.items() if not 0 <= v < count}
+    if outside:
+        name, ident = next(iter(outside.items()))
+        raise ExportError(f"the voice names {len(outside)} speaker(s) or language(s) beyond its {count} embeddings "
+                          f"(first: {name!r} = {ident}): the config's side files do not belong to this checkpoint")
+    return dict(sorted(mapping.items(), key=lambda kv: kv[1]))
+
+
+def _d_vectors(model, config_path: Path):
+    """Names and mean d-vectors of a d-vector voice's speakers (``SpeakerManager.get_mean_embedding``, which
+    TTS's ``synthesize`` uses for a speaker name), checked against the model's ``d_vector_dim``."""
+    import numpy as np
+
+    manager = model.speaker_manager
+    names = sorted(getattr(manager, "name_to_id", None) or {}, key=manager.name_to_id.get) if manager else []
+    if not names:
+        raise ExportError(f"{config_path}: a d-vector voice (use_d_vector_file) needs its d_vector_file "
+                          "(speakers.json: each clip's name and embedding); none was read")
+    table = np.stack([np.asarray(manager.get_mean_embedding(name), dtype=np.float32) for name in names])
+    dim = int(model.embedded_speaker_dim)
+    if table.ndim != 2 or table.shape[1] != dim:
+        raise ExportError(f"{config_path}: the d-vectors in its d_vector_file have {table.shape[-1]} values, the "
+                          f"model expects d_vector_dim = {dim}")
+    if not np.all(np.isfinite(table)) or np.any(np.linalg.norm(table, axis=1) == 0):
+        raise ExportError(f"{config_path}: its d_vector_file holds a zero or non-finite d-vector")
+    return {name: i for i, name in enumerate(names)}, table
+
+
+def check_text_settings(config, config_path: Path) -> None:
+    """Refuse, before TTS builds anything, a voice whose text the runtime cannot turn into the same ids: a
+    phonemizer other than espeak (gruut, a language-specific one, multi_phonemizer) or a cleaner it lacks."""
+    from runtime.text.cleaners import CLEANERS
+    from runtime.text.tokenizer import SUPPORTED_PHONEMIZERS
+
+    if config.use_phonemes:
+        name = config.phonemizer
+        if not name:
+            from TTS.tts.utils.text.phonemizers import get_default_phonemizer
+
+            try:
+                name = get_default_phonemizer(config.phoneme_language)
+            except ValueError:  # a language TTS phonemizes with a package of its own (ja-jp, zh-cn, ko-kr...)
+                name = f"the default phonemizer for {config.phoneme_language!r}"
+        if name not in SUPPORTED_PHONEMIZERS:
+            raise ExportError(
+                f"{config_path}: this voice is phonemized with {name!r}, which the vits-edge runtime does not have (it "
+                f"phonemizes with {', '.join(sorted(SUPPORTED_PHONEMIZERS))} only): its ids would be wrong, so it is "
+                "not exported. Voices phonemized with espeak-ng, and character voices, can be.")
+    cleaner = config.text_cleaner
+    if cleaner and cleaner not in CLEANERS:
+        raise ExportError(f"{config_path}: this voice's text cleaner {cleaner!r} is not in the vits-edge runtime "
+                          f"(it has {', '.join(sorted(CLEANERS))}): its ids would be wrong, so it is not exported")
 
 
 def load_voice(config_path: Path, checkpoint_path: Path) -> LoadedVoice:
@@ -129,9 +185,12 @@ def load_voice(config_path: Path, checkpoint_path: Path) -> LoadedVoice:
     state = read_state_dict(checkpoint_path)
     from TTS.tts.models.vits import Vits
 
-    if config.model_args.use_d_vector_file:
-        raise ExportError(f"{config_path}: voices conditioned on external d-vectors (use_d_vector_file) are not supported.")
     config.model_args.init_discriminator = False  # inference never needs it; saves ~47 M params
+    # nor the speaker encoder of YourTTS's speaker-consistency loss (model_se.pth, often not downloaded, recorded
+    # on the machine that trained it): TTS would load it for nothing, or fail
+    config.model_args.use_speaker_encoder_as_loss = False
+    config.model_args.speaker_encoder_model_path = config.model_args.speaker_encoder_config_path = ""
+    check_text_settings(config, Path(config_path))
     resolve_side_files(config, Path(config_path))
     try:
         model = Vits(config)
@@ -159,5 +218,8 @@ def load_voice(config_path: Path, checkpoint_path: Path) -> LoadedVoice:
     model.eval()
     emb_g, emb_l = getattr(model, "emb_g", None), getattr(model, "emb_l", None)
     speakers = _names(model.speaker_manager, emb_g.num_embeddings) if emb_g is not None else {}
+    d_vectors = None
+    if model.args.use_d_vector_file:
+        speakers, d_vectors = _d_vectors(model, Path(config_path))
     languages = _names(model.language_manager, emb_l.num_embeddings) if emb_l is not None else {}
-    return LoadedVoice(model, config, speakers, languages)
+    return LoadedVoice(model, config, speakers, languages, d_vectors)

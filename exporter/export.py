@@ -15,9 +15,9 @@ from exporter.checkpoint import load_voice
 from exporter.errors import ExportError
 from exporter.io import atomic_dir
 from exporter.onnx_export import ExportSpec, export_onnx
-from exporter.sidecar import build_sidecar, metadata_props
+from exporter.sidecar import build_sidecar, metadata_props, tokenizer_spec
 from exporter.split import architecture_from_graph, architecture_from_vits
-from exporter.verify import as_records, verify
+from exporter.verify import as_records, check_frontend, verify
 from runtime import contract
 
 logger = logging.getLogger(__name__)
@@ -85,11 +85,15 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
                  spec: ExportSpec | None = None) -> ExportReport:
     start = time.perf_counter()
     loaded = load_voice(config_path, checkpoint_path)
-    spec = spec or ExportSpec(with_speakers=bool(loaded.speakers), with_languages=bool(loaded.languages))
+    logger.info("checking the runtime's text frontend against TTS's tokenizer")
+    check_frontend(loaded, tokenizer_spec(loaded.model, loaded.config))
+    d_vector_dim = 0 if loaded.d_vectors is None else int(loaded.d_vectors.shape[1])
+    spec = spec or ExportSpec(with_speakers=bool(loaded.speakers), with_languages=bool(loaded.languages),
+                              d_vector_dim=d_vector_dim)
     with atomic_dir(out_dir, force=force) as tmp:
         onnx_path = tmp / contract.MODEL_FILE
         logger.info("tracing %s to ONNX (opset %d)", checkpoint_path, spec.opset)
-        export_onnx(loaded.model, onnx_path, spec)
+        export_onnx(loaded.model, onnx_path, spec, loaded.d_vectors)
         num_parameters = _graph_parameters(onnx_path)
         sidecar = build_sidecar(loaded, num_parameters=num_parameters, spec=spec)
         _annotate(onnx_path, metadata_props(sidecar))

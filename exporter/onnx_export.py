@@ -28,12 +28,15 @@ class ExportSpec:
     dummy_tokens: int = 50
     with_speakers: bool = False
     with_languages: bool = False
+    d_vector_dim: int = 0  # a d-vector voice: sid picks a row of the graph's table, or -1 the speaker_embedding input
 
     @property
     def input_names(self) -> list[str]:
         names = [contract.INPUT, contract.INPUT_LENGTHS, contract.SCALES]
         if self.with_speakers:
             names.append(contract.SID)
+        if self.d_vector_dim:
+            names.append(contract.SPEAKER_EMBEDDING)
         if self.with_languages:
             names.append(contract.LANGID)
         return names
@@ -50,32 +53,50 @@ class ExportSpec:
             contract.OUTPUT: {0: "batch", 2: "samples"},
             contract.OUTPUT_LENGTHS: {0: "batch"},
         }
-        for name in (contract.SID, contract.LANGID):
+        for name in (contract.SID, contract.SPEAKER_EMBEDDING, contract.LANGID):
             if name in self.input_names:
                 axes[name] = {0: "batch"}
         return axes
 
 
 class InferenceGraph(torch.nn.Module):
-    """``forward(input, input_lengths, scales[, sid][, langid]) -> (audio, output_lengths)``.
+    """``forward(input, input_lengths, scales[, sid][, speaker_embedding][, langid]) -> (audio, output_lengths)``.
 
     The body is ``Vits.inference`` from coqui-tts 0.28 with two changes: the three scales are
     inputs (Coqui's ``export_onnx`` bakes noise and noise_w in), and the attention mask keeps
     its frame axis (``Vits.inference`` squeezes ``[B, frames, tokens]`` at dim 1, which drops the
     frame axis when an utterance is one frame long and then fails, in PyTorch as in ONNX).
     Export verification checks the graph against TTS's own ``Vits.inference``.
+
+    A d-vector voice (``d_vectors``: each named speaker's d-vector, as TTS picks one by name) holds them as a
+    table: ``sid`` selects a row, and a negative ``sid`` takes the caller's own ``speaker_embedding`` instead
+    (voice cloning); either is L2-normalised, as ``Vits.inference`` normalises the d-vectors it is given.
     """
 
-    def __init__(self, vits):
+    def __init__(self, vits, d_vectors=None, conditioning=(contract.SID, contract.LANGID)):
         super().__init__()
         self.vits = vits
+        self.d_vectors = None if d_vectors is None else torch.as_tensor(d_vectors, dtype=torch.float32)
+        self.conditioning = tuple(conditioning)  # the names of forward's inputs after scales, in order
 
-    def forward(self, input, input_lengths, scales, sid=None, langid=None):  # noqa: A002
+    def speaker(self, sid, speaker_embedding):
+        """The speaker conditioning ``g`` [B, C, 1], or None for a single-speaker voice."""
+        if sid is None:
+            return None
+        if self.d_vectors is None:
+            return self.vits.emb_g(sid).unsqueeze(-1)
+        picked = self.d_vectors[torch.clamp_min(sid, 0)]
+        chosen = torch.where((sid >= 0).unsqueeze(-1), picked, speaker_embedding)
+        return F.normalize(chosen).unsqueeze(-1)
+
+    def forward(self, input, input_lengths, scales, *conditioning):
         from TTS.tts.utils.helpers import generate_path, sequence_mask
 
+        given = dict(zip(self.conditioning, conditioning))
+        sid, langid = given.get(contract.SID), given.get(contract.LANGID)
         vits = self.vits
         noise_scale, length_scale, noise_scale_w = scales[0], scales[1], scales[2]
-        g = vits.emb_g(sid).unsqueeze(-1) if sid is not None else None
+        g = self.speaker(sid, given.get(contract.SPEAKER_EMBEDDING))
         lang_emb = vits.emb_l(langid).unsqueeze(-1) if langid is not None else None
         x, m_p, logs_p, x_mask = vits.text_encoder(input, input_lengths, lang_emb=lang_emb)
         g_dp = g if vits.args.condition_dp_on_speaker else None
@@ -196,13 +217,15 @@ def _quiet_tracer():
         yield
 
 
-def export_onnx(vits, path: Path, spec: ExportSpec) -> None:
+def export_onnx(vits, path: Path, spec: ExportSpec, d_vectors=None) -> None:
     """Trace ``vits`` to ``path`` (the legacy tracer: the dynamo exporter fails on VITS's spline)."""
-    graph = InferenceGraph(inference_copy(vits)).eval()
+    graph = InferenceGraph(inference_copy(vits), d_vectors, spec.input_names[3:]).eval()
     tokens = torch.randint(1, max(2, vits.args.num_chars), (1, spec.dummy_tokens), dtype=torch.long)
     args = [tokens, torch.tensor([spec.dummy_tokens]), torch.tensor([0.667, 1.0, 0.8])]
     if spec.with_speakers:
         args.append(torch.tensor([0]))
+    if spec.d_vector_dim:
+        args.append(torch.ones(1, spec.d_vector_dim))
     if spec.with_languages:
         args.append(torch.tensor([0]))
     with _quiet_tracer(), torch.no_grad():

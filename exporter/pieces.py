@@ -84,7 +84,7 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
     import onnx
     import onnxruntime as ort
 
-    from exporter.verify import VERIFY_SENTENCES, snr_db
+    from exporter.verify import VERIFY_SENTENCES, quiet_vocabulary, snr_db
     from runtime.pieces import Pieces
     from runtime.voice import SynthesisConfig
 
@@ -102,13 +102,14 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
     language = next(iter(whole.config.languages), None)
     worst, worst_diff, mel = float("inf"), 0.0, []
     for text in texts or VERIFY_SENTENCES:
-        ids = whole.text_to_ids(text, language) or [0]
+        with quiet_vocabulary():
+            ids = whole.text_to_ids(text, language) or [0]
         syn = SynthesisConfig(noise_scale=0.0, noise_w=0.0, language=language)
         reference = whole.ids_to_audio(ids, syn)
         feeds = whole._feeds(ids, syn)
         latents = pieces.latents(pieces.encode(feeds), 0.0)
-        sid = feeds.get(contract.SID, [None])[0]
-        audio = np.concatenate([a for _, a, _ in pieces.stream(latents, CHECK_SCHEDULE, sid)])
+        speaker = {k: v for k, v in feeds.items() if k in contract.SPEAKER_INPUTS}
+        audio = np.concatenate([a for _, a, _ in pieces.stream(latents, CHECK_SCHEDULE, speaker)])
         if len(audio) != len(reference):
             raise ExportError(f"streaming pieces of {model_name}: {len(audio)} samples for {text!r}, the whole graph "
                               f"{len(reference)}; please report this with your voice")

@@ -66,6 +66,8 @@ def build_sidecar(loaded, *, num_parameters: int, spec) -> dict:
         "tokenizer": tokenizer_spec(model, config),
         "speakers": loaded.speakers,
         "languages": loaded.languages,
+        # a d-vector voice: the speakers above are rows of a table in the graph; sid -1 takes a caller's d-vector
+        "d_vector_dim": spec.d_vector_dim,
         "exported_with": {
             "vits-edge": _version("vits-edge"),
             "coqui-tts": _version("coqui-tts"),

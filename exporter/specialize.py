@@ -23,18 +23,22 @@ from runtime import contract
 _SAMPLE_TOKENS = (37, 53)
 
 
-def _sample_feeds(session, tokens: int) -> dict:
+def sample_feeds(session, tokens: int) -> dict:
+    """Feeds for any of our graphs or pieces: one utterance of ``tokens`` (ids every vocabulary has), the first
+    speaker and language, random duration noise and d-vector."""
     rng = np.random.default_rng(tokens)
     feeds = {}
     for i in session.get_inputs():
         if i.name == contract.INPUT:
-            feeds[i.name] = rng.integers(1, 50, (1, tokens)).astype(np.int64)
+            feeds[i.name] = rng.integers(1, 4, (1, tokens)).astype(np.int64)
         elif i.name == contract.INPUT_LENGTHS:
             feeds[i.name] = np.array([tokens], np.int64)
         elif i.name == contract.SCALES:
             feeds[i.name] = np.array([0.667, 1.0, 0.8], np.float32)
         elif i.name == contract.DURATION_NOISE:
             feeds[i.name] = rng.standard_normal((1, int(i.shape[1]), tokens)).astype(np.float32)
+        elif i.name == contract.SPEAKER_EMBEDDING:
+            feeds[i.name] = rng.standard_normal((1, int(i.shape[1]))).astype(np.float32)
         else:  # sid, langid
             feeds[i.name] = np.zeros([1], np.int64)
     return feeds
@@ -54,7 +58,7 @@ def _probe(model: onnx.ModelProto, tensors: list[str]) -> list[dict]:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return [dict(zip(tensors, session.run(tensors, _sample_feeds(session, n)))) for n in _SAMPLE_TOKENS]
+    return [dict(zip(tensors, session.run(tensors, sample_feeds(session, n)))) for n in _SAMPLE_TOKENS]
 
 
 def drop_full_masks(model: onnx.ModelProto) -> int:

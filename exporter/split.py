@@ -36,7 +36,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from exporter.errors import ExportError
-from exporter.specialize import drop_full_masks
+from exporter.specialize import drop_full_masks, sample_feeds
 from runtime import chunking, contract
 
 _COUPLING_END = re.compile(r"^/flow/flows\.(\d+)/Concat$")
@@ -186,17 +186,7 @@ def noise_channels(model: onnx.ModelProto, tensor: str) -> int:
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     probe.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {}
-    for i in session.get_inputs():
-        if i.name == contract.SCALES:
-            feeds[i.name] = np.array([0.0, 1.0, 0.0], np.float32)
-        elif i.name == contract.INPUT:
-            feeds[i.name] = np.array([[1, 2]], np.int64)
-        elif i.name == contract.INPUT_LENGTHS:
-            feeds[i.name] = np.array([2], np.int64)
-        else:
-            feeds[i.name] = np.zeros([1], np.int64)
-    return int(session.run([tensor], feeds)[0].shape[1])
+    return int(session.run([tensor], sample_feeds(session, 2))[0].shape[1])
 
 
 def _model(template: onnx.ModelProto, nodes, inputs, outputs, initializers, piece: str) -> onnx.ModelProto:
@@ -238,7 +228,7 @@ def split(model: onnx.ModelProto, architecture: dict) -> tuple[onnx.ModelProto, 
 
     # the flow (latents -> z) and the HiFi-GAN (z -> audio): the frame mask a constant, crops inserted
     everything, inputs, _ = g.needed([contract.OUTPUT], stop={cut.prior_sample, cut.frame_mask})
-    if set(inputs) - {contract.SID}:
+    if set(inputs) - set(contract.SPEAKER_INPUTS):
         raise ExportError(f"cannot split this voice for streaming: its decoder reads {sorted(inputs)}")
     names = chunking.crop_names(chain)
     crops = dict(zip(names, _crop_tensors(g, everything, names, g.descendants(cut.prior_sample))))
@@ -299,6 +289,10 @@ def architecture_from_vits(vits) -> dict:
         raise ExportError("cannot split this voice for streaming: it interpolates the latents to another rate "
                           "(encoder_sample_rate); it is spoken whole-sentence")
     dec = vits.waveform_decoder
+    res_type = str(args.resblock_type_decoder)
+    # ResBlock2 has a convolution for each of the first two dilations only (Coqui's hifigan_generator.py): the
+    # rest of a list (YourTTS's [1, 3, 5]) is unused, and the graph has none
+    used = 2 if res_type == "2" else None
     return {
         "flow": {"couplings": int(vits.flow.num_flows), "layers": int(args.num_layers_flow),
                  "kernel_size": int(args.kernel_size_flow), "dilation_rate": int(args.dilation_rate_flow)},
@@ -306,10 +300,9 @@ def architecture_from_vits(vits) -> dict:
             "conv_pre_kernel": int(dec.conv_pre.kernel_size[0]),
             "upsample_rates": [int(r) for r in args.upsample_rates_decoder],
             "upsample_kernel_sizes": [int(k) for k in args.upsample_kernel_sizes_decoder],
-            "resblock_type": str(args.resblock_type_decoder),
+            "resblock_type": res_type,
             "resblock_kernel_sizes": [int(k) for k in args.resblock_kernel_sizes_decoder],
-            # ResBlock2 uses the first two dilations of each list (Coqui's hifigan_generator.py)
-            "resblock_dilation_sizes": [[int(d) for d in ds] for ds in args.resblock_dilation_sizes_decoder],
+            "resblock_dilation_sizes": [[int(d) for d in ds[:used]] for ds in args.resblock_dilation_sizes_decoder],
             "conv_post_kernel": int(dec.conv_post.kernel_size[0]),
         },
     }

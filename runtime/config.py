@@ -23,6 +23,7 @@ class SynthesisConfig:
     noise_scale: float | None = None
     noise_w: float | None = None
     seed: int | None = None
+    speaker_embedding: object = None  # a d-vector voice's caller-given d-vector (array-like), instead of a speaker
 
 
 @dataclass
@@ -36,6 +37,7 @@ class VoiceConfig:
     tokenizer: dict
     speakers: dict[str, int] = field(default_factory=dict)
     languages: dict[str, int] = field(default_factory=dict)
+    d_vector_dim: int = 0  # a d-vector voice: the length of the speaker embedding it accepts
     source: str = contract.FORMAT  # "vits-edge" or "piper"
     streaming: dict = field(default_factory=dict)  # architecture + pieces per model file (exporter/pieces.py)
 
@@ -63,6 +65,7 @@ class VoiceConfig:
                     tokenizer=dict(data["tokenizer"]),
                     speakers={str(k): int(v) for k, v in data.get("speakers", {}).items()},
                     languages={str(k): int(v) for k, v in data.get("languages", {}).items()},
+                    d_vector_dim=int(data.get("d_vector_dim", 0)),
                     streaming=streaming,
                 )
             except (KeyError, TypeError, ValueError) as exc:

@@ -17,14 +17,18 @@ INPUT = "input"  # int64 [batch, tokens]
 INPUT_LENGTHS = "input_lengths"  # int64 [batch]
 SCALES = "scales"  # float32 [3]: noise_scale, length_scale, noise_scale_w
 SID = "sid"  # int64 [batch], only for voices with speakers
+# float32 [batch, d_vector_dim], only for d-vector voices: the speaker's d-vector where sid is -1 (a named speaker's
+# is a table inside the graph, picked by sid >= 0)
+SPEAKER_EMBEDDING = "speaker_embedding"
 LANGID = "langid"  # int64 [batch], only for voices with languages
+SPEAKER_INPUTS = (SID, SPEAKER_EMBEDDING)
 OUTPUT = "output"  # float32 [batch, 1, samples]
 OUTPUT_LENGTHS = "output_lengths"  # int64 [batch]: valid samples of each item
 
 # Streaming pieces: the voice cut where the durations are known and again after the flow (see
 # runtime/pieces.py, runtime/chunking.py and exporter/split.py). The frontend takes the graph inputs above
-# (and DURATION_NOISE); the flow takes LATENTS, its crops and SID and gives Z; the vocoder (HiFi-GAN) takes
-# Z, its crops and SID and gives OUTPUT.
+# (and DURATION_NOISE); the flow takes LATENTS, its crops and the speaker (SID, SPEAKER_EMBEDDING) and gives Z; the
+# vocoder (HiFi-GAN) takes Z, its crops and the speaker and gives OUTPUT.
 MEANS = "means"  # float32 [1, channels, tokens]: the prior's mean for each token
 LOG_SCALES = "log_scales"  # float32 [1, channels, tokens]: the prior's log standard deviation
 DURATION_NOISE = "duration_noise"  # float32 [1, channels, tokens]: N(0, 1) for the duration predictor (scaled in it)

@@ -53,7 +53,10 @@ class Pieces:
         self.chain = chunking.layers(architecture)
         self.flow_chain, self.vocoder_chain = chunking.split_chain(self.chain)
         self.hop_length = chunking.hop_length(self.chain)
-        self.input_names = {i.name for i in frontend.get_inputs()}
+        self.frontend_inputs = {i.name for i in frontend.get_inputs()}
+        # what the whole graph would take: a speaker may condition only the flow and the vocoder
+        self.input_names = self.frontend_inputs | {i.name for s in (flow, vocoder) for i in s.get_inputs()
+                                                   if i.name in contract.SPEAKER_INPUTS}
         noise = [i for i in frontend.get_inputs() if i.name == contract.DURATION_NOISE]
         self._noise_channels = int(noise[0].shape[1]) if noise else 0
         for session, source, part in ((flow, contract.LATENTS, self.flow_chain), (vocoder, contract.Z, self.vocoder_chain)):
@@ -65,8 +68,8 @@ class Pieces:
             if isinstance(crops, int) and crops != len(chunking.crop_names(part)):
                 raise ValueError(f"a streaming piece has {crops} crop points, its architecture "
                                  f"{len(chunking.crop_names(part))}: the sidecar does not belong to these pieces")
-        self._sid = {name: contract.SID in {i.name for i in s.get_inputs()} for name, s in
-                     (("flow", flow), ("vocoder", vocoder))}
+        self._speaker_inputs = {name: [i.name for i in s.get_inputs() if i.name in contract.SPEAKER_INPUTS]
+                                for name, s in (("flow", flow), ("vocoder", vocoder))}
 
     @classmethod
     def load(cls, folder: Path, record: dict, architecture: dict, *, options: ort.SessionOptions,
@@ -78,7 +81,7 @@ class Pieces:
     # -- the frontend -------------------------------------------------------------------------------
     def encode(self, feeds: dict[str, np.ndarray], rng: np.random.Generator | None = None) -> Encoded:
         """Durations and the prior of one utterance; the duration predictor's noise is drawn here (``rng``)."""
-        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        feeds = {k: v for k, v in feeds.items() if k in self.frontend_inputs}
         if self._noise_channels:
             rng = rng or np.random.default_rng()
             tokens = feeds[contract.INPUT].shape[1]
@@ -101,34 +104,39 @@ class Pieces:
         return np.ascontiguousarray(z, dtype=np.float32)
 
     # -- the flow and the vocoder ---------------------------------------------------------------------
-    def _run(self, session, piece: str, chain, source: np.ndarray, name: str, start: int, end: int, sid) -> np.ndarray:
+    def _run(self, session, piece: str, chain, source: np.ndarray, name: str, start: int, end: int,
+             speaker: dict | None) -> np.ndarray:
         plan = chunking.plan_chunk(chain, source.shape[2], start, end)
         w0, w1 = plan.window
         feeds = {name: source[:, :, w0:w1], contract.CROP_STARTS: np.asarray(plan.crop_starts, dtype=np.int64),
                  contract.CROP_ENDS: np.asarray(plan.crop_ends, dtype=np.int64)}
-        if self._sid[piece]:
-            feeds[contract.SID] = np.asarray([0 if sid is None else sid], dtype=np.int64)
+        for key in self._speaker_inputs[piece]:
+            if not speaker or key not in speaker:
+                raise ValueError(f"this voice's {piece} needs the speaker ({', '.join(self._speaker_inputs[piece])})")
+            feeds[key] = speaker[key]
         out = session.run(None, feeds)[0]
         t0, t1 = plan.trim
         return out[:, :, t0:t1] if piece == "flow" else out.reshape(-1)[t0:t1]
 
-    def flow_frames(self, latents: np.ndarray, start: int, end: int, sid: int | None = None) -> np.ndarray:
+    # ``speaker``: the speaker inputs the whole graph was fed (``contract.SPEAKER_INPUTS``: ``sid``, and a
+    # d-vector voice's ``speaker_embedding``); None for a single-speaker voice.
+    def flow_frames(self, latents: np.ndarray, start: int, end: int, speaker: dict | None = None) -> np.ndarray:
         """``z`` for frames ``[start, end)`` of the sentence whose prior sample is ``latents``."""
-        return self._run(self.flow, "flow", self.flow_chain, latents, contract.LATENTS, start, end, sid)
+        return self._run(self.flow, "flow", self.flow_chain, latents, contract.LATENTS, start, end, speaker)
 
-    def vocode(self, z: np.ndarray, start: int, end: int, sid: int | None = None) -> np.ndarray:
+    def vocode(self, z: np.ndarray, start: int, end: int, speaker: dict | None = None) -> np.ndarray:
         """Audio samples of frames ``[start, end)`` of the sentence whose flow output is ``z``."""
-        return self._run(self.vocoder, "vocoder", self.vocoder_chain, z, contract.Z, start, end, sid)
+        return self._run(self.vocoder, "vocoder", self.vocoder_chain, z, contract.Z, start, end, speaker)
 
-    def decode(self, latents: np.ndarray, start: int, end: int, sid: int | None = None) -> np.ndarray:
+    def decode(self, latents: np.ndarray, start: int, end: int, speaker: dict | None = None) -> np.ndarray:
         """Audio of frames ``[start, end)`` from the prior sample alone (the flow run on what the chunk needs)."""
         frames = latents.shape[2]
         need = chunking.plan_chunk(self.vocoder_chain, frames, start, end).window
         z = np.zeros((1, latents.shape[1], frames), dtype=np.float32)  # only [need) is read
-        z[:, :, need[0]:need[1]] = self.flow_frames(latents, *need, sid)
-        return self.vocode(z, start, end, sid)
+        z[:, :, need[0]:need[1]] = self.flow_frames(latents, *need, speaker)
+        return self.vocode(z, start, end, speaker)
 
-    def stream(self, latents: np.ndarray, chunker: chunking.Schedule | chunking.Pacer, sid: int | None = None
+    def stream(self, latents: np.ndarray, chunker: chunking.Schedule | chunking.Pacer, speaker: dict | None = None
                ) -> Iterator[tuple[int, np.ndarray, bool]]:
         """``(sample offset, audio, last)`` for each chunk, in order, each as soon as it is made; ``chunker`` (a
         fixed Schedule or a Pacer) sizes the chunks and is told how long each took, the flow's share included.
@@ -141,8 +149,8 @@ class Pieces:
             need = chunking.plan_chunk(self.vocoder_chain, frames, start, end).window[1]
             while need > made:
                 upto = min(frames, FLOW_FIRST if made == 0 else made + FLOW_BLOCK)
-                z[:, :, made:upto] = self.flow_frames(latents, made, upto, sid)
+                z[:, :, made:upto] = self.flow_frames(latents, made, upto, speaker)
                 made = upto
-            audio = self.vocode(z, start, end, sid)
+            audio = self.vocode(z, start, end, speaker)
             chunker.record(end - start, time.perf_counter() - began)
             yield start * self.hop_length, audio, last

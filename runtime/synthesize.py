@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-alignments", type=Path, metavar="FILE.json",
                    help="write each sentence's phoneme and word timings (seconds) to this JSON file")
     p.add_argument("-s", "--speaker", help="speaker name or id (see --list-speakers)")
-    p.add_argument("--language", help="language of a multilingual voice")
+    p.add_argument("--speaker-embedding", type=Path, metavar="FILE",
+                   help="a d-vector voice (YourTTS) speaks as this d-vector instead of a named speaker: a .npy file, "
+                        "or a text/JSON file of its numbers (as many as the voice's d_vector_dim, usually 512)")
+    p.add_argument("--language", help="language of a multilingual voice (see --list-languages)")
     p.add_argument("--length-scale", type=float, help="speaking rate: > 1 slower, < 1 faster")
     p.add_argument("--noise-scale", type=float, help="audio variation")
     p.add_argument("--noise-w", "--noise-w-scale", dest="noise_w", type=float, help="duration variation")
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-streaming", action="store_true", help="write whole sentences, not chunks as they are made")
     p.add_argument("--espeak-data", help="espeak-ng data folder (passed as --path to espeak-ng)")
     p.add_argument("--list-speakers", action="store_true", help="print the voice's speakers and exit")
+    p.add_argument("--list-languages", action="store_true", help="print the voice's languages and exit")
     p.add_argument("--debug", action="store_true", help="show debug logs")
     return p
 
@@ -116,6 +120,22 @@ class Timings:
             f.write((json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def read_embedding(path: Path):
+    """A d-vector from a ``.npy`` file (never unpickled) or a text file of numbers (JSON list or whitespace)."""
+    import numpy as np
+
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        text = path.read_text(encoding="utf-8")
+        values = json.loads(text) if text.lstrip().startswith("[") else text.split()
+        return np.asarray(values, dtype=np.float32)
+    except FileNotFoundError as exc:
+        raise InputError(f"speaker embedding file {path} not found") from exc
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not a speaker embedding (a .npy file, or a text file of numbers): {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from runtime.chunking import ChunkingError, Schedule
     from runtime.voice import Voice
@@ -126,7 +146,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list_speakers:
         speakers = voice.config.speakers or {"(single speaker)": 0}
         for name, sid in speakers.items():
-            print(f"{sid}\t{name}")
+            print(f"{sid}\t{name.strip()}")
+        return 0
+    if args.list_languages:
+        for name, langid in (voice.config.languages or {"(one language)": 0}).items():
+            print(f"{langid}\t{name}")
         return 0
     if args.text and args.text_file:
         raise InputError("give text either as arguments or with --text-file, not both")
@@ -146,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         check_folder(args.output_alignments)
     kwargs = {"speaker": args.speaker, "language": args.language, "length_scale": args.length_scale,
               "noise_scale": args.noise_scale, "noise_w": args.noise_w, "alignments": timings is not None,
-              "seed": args.seed}
+              "seed": args.seed,
+              "speaker_embedding": read_embedding(args.speaker_embedding) if args.speaker_embedding else None}
     if args.no_streaming or (not args.output_raw and not voice.streams):  # (a WAV needs no streaming pieces)
         chunks = voice.synthesize(lines, **kwargs)
     elif args.output_raw:  # played as it comes: the first chunk early, then as large as the audio in hand allows

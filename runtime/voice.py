@@ -157,6 +157,9 @@ class Voice:
         return self.pieces is not None
 
     def speaker_id(self, speaker: str | int | None) -> int | None:
+        """The id of a speaker given by name or id; 0 for a multi-speaker voice's default, None for a single-speaker
+        voice. A name matches as written, or without surrounding whitespace when that names one speaker (VCTK's
+        speaker_ids.json has a name ending in a newline)."""
         speakers = self.config.speakers
         if contract.SID not in self.input_names:
             if speaker not in (None, 0, "0"):
@@ -166,11 +169,45 @@ class Voice:
             return 0
         if str(speaker) in speakers:
             return speakers[str(speaker)]
+        stripped = [sid for name, sid in speakers.items() if name.strip() == str(speaker).strip()]
+        if len(set(stripped)) == 1:
+            return stripped[0]
         if isinstance(speaker, int) or str(speaker).isdigit():
             if int(speaker) in speakers.values() or (not speakers and int(speaker) >= 0):
                 return int(speaker)
-        valid = ", ".join(f"{name} ({sid})" for name, sid in speakers.items())
+        valid = ", ".join(f"{name.strip()} ({sid})" for name, sid in speakers.items())
         raise VoiceError(f"unknown speaker {speaker!r}; this voice has: {valid}")
+
+    @property
+    def d_vector_dim(self) -> int:
+        """The length of the speaker embedding a d-vector voice accepts (``speaker_embedding=``); 0 for others."""
+        return self.config.d_vector_dim if contract.SPEAKER_EMBEDDING in self.input_names else 0
+
+    def speaker_feeds(self, syn: SynthesisConfig) -> dict[str, np.ndarray]:
+        """The speaker inputs (``contract.SPEAKER_INPUTS``) for ``syn``: a speaker's id, or a d-vector voice's
+        caller-given embedding (sid -1); empty for a single-speaker voice."""
+        embedding = syn.speaker_embedding
+        if embedding is not None:
+            if not self.d_vector_dim:
+                raise VoiceError("this voice takes no speaker embedding (only d-vector voices such as YourTTS do); "
+                                 "choose a speaker by name")
+            if syn.speaker is not None:
+                raise VoiceError("give a speaker or a speaker embedding, not both")
+            try:
+                vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError) as exc:
+                raise VoiceError(f"the speaker embedding must be {self.d_vector_dim} numbers: {exc}") from exc
+            if vector.size != self.d_vector_dim or not np.all(np.isfinite(vector)) or not np.any(vector):
+                raise VoiceError(f"the speaker embedding must be {self.d_vector_dim} finite numbers, not all zero "
+                                 f"(got {vector.size})")
+            return {contract.SID: np.asarray([-1], dtype=np.int64), contract.SPEAKER_EMBEDDING: vector[None, :]}
+        sid = self.speaker_id(syn.speaker)
+        if sid is None:
+            return {}
+        feeds = {contract.SID: np.asarray([sid], dtype=np.int64)}
+        if self.d_vector_dim:
+            feeds[contract.SPEAKER_EMBEDDING] = np.zeros((1, self.d_vector_dim), dtype=np.float32)  # unread: sid >= 0
+        return feeds
 
     def language_id(self, language: str | None) -> tuple[str | None, int | None]:
         languages = self.config.languages
@@ -200,9 +237,7 @@ class Voice:
             contract.INPUT_LENGTHS: np.asarray([len(ids)], dtype=np.int64),
             contract.SCALES: self._scales(syn),
         }
-        sid = self.speaker_id(syn.speaker)
-        if sid is not None:
-            feeds[contract.SID] = np.asarray([sid], dtype=np.int64)
+        feeds.update(self.speaker_feeds(syn))
         _, langid = self.language_id(syn.language)
         if langid is not None:
             feeds[contract.LANGID] = np.asarray([langid], dtype=np.int64)
@@ -240,7 +275,7 @@ class Voice:
         if encoded is None:
             encoded = self.pieces.encode(self._feeds(ids, syn), rng)
         latents = self.pieces.latents(encoded, float(self._scales(syn)[0]), rng)
-        yield from self.pieces.stream(latents, chunker, self.speaker_id(syn.speaker))
+        yield from self.pieces.stream(latents, chunker, self.speaker_feeds(syn))
 
     def _say_whole(self) -> None:
         if not self._warned_whole:
@@ -258,7 +293,7 @@ class Voice:
     def stream(self, text: str | Iterable[str], speaker: str | int | None = None,
                length_scale: float | None = None, noise_scale: float | None = None, noise_w: float | None = None,
                language: str | None = None, *, schedule: chunking.Schedule = STREAM, paced: bool = True,
-               alignments: bool = False, seed: int | None = None) -> Iterator[AudioChunk]:
+               alignments: bool = False, seed: int | None = None, speaker_embedding=None) -> Iterator[AudioChunk]:
         """Yield audio as it is made: chunks of each sentence, each knowing its sentence and sample offset.
 
         The first chunk is ``schedule.first_frames`` long; then (``paced``) each chunk is as large as the
@@ -266,15 +301,17 @@ class Voice:
         schedule's growth and largest chunk; ``paced=False`` follows the schedule as it is. With
         ``alignments`` the first chunk of every sentence carries the sentence's phoneme and word timings.
         ``text`` may be a string or an iterable of lines (a file, stdin): only the current sentence is
-        held in memory. A voice without streaming pieces gives whole sentences (and says so once)."""
-        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed)
+        held in memory. A voice without streaming pieces gives whole sentences (and says so once).
+        ``speaker_embedding``: a d-vector voice speaks as this d-vector (``d_vector_dim`` numbers, e.g. from the
+        speaker encoder its speakers.json came from) instead of a named speaker."""
+        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed, speaker_embedding)
         chunker = schedule
         if paced and self.pieces is not None:
             chunker = chunking.Pacer(schedule, self.pieces.hop_length / self.sample_rate)
         return self._chunks(text, syn, chunker, alignments, whole_ok=False)
 
     def _chunks(self, text, syn: SynthesisConfig, chunker, alignments: bool, whole_ok: bool) -> Iterator[AudioChunk]:
-        self.speaker_id(syn.speaker)  # fail on a bad speaker before any work
+        self.speaker_feeds(syn)  # fail on a bad speaker before any work
         language, _ = self.language_id(syn.language)
         if alignments and self.pieces is None:
             raise VoiceError("phoneme timings need the voice's streaming pieces, which this voice lacks: re-export "
@@ -303,9 +340,9 @@ class Voice:
     def synthesize(self, text: str | Iterable[str], speaker: str | int | None = None,
                    length_scale: float | None = None, noise_scale: float | None = None,
                    noise_w: float | None = None, language: str | None = None, *, alignments: bool = False,
-                   seed: int | None = None) -> Iterator[AudioChunk]:
+                   seed: int | None = None, speaker_embedding=None) -> Iterator[AudioChunk]:
         """Yield one ``AudioChunk`` per sentence, each as soon as it is ready (see ``stream`` for the rest)."""
-        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed)
+        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed, speaker_embedding)
         sentence: list[AudioChunk] = []
         for chunk in self._chunks(text, syn, WHOLE, alignments, whole_ok=True):
             sentence.append(chunk)

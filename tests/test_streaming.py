@@ -41,7 +41,7 @@ def whole_and_pieces(folder):
 
 def latents_of(voice, ids, syn=ZERO):
     feeds = voice._feeds(ids, syn)
-    return voice.pieces.latents(voice.pieces.encode(feeds), 0.0), feeds.get(contract.SID, [None])[0]
+    return voice.pieces.latents(voice.pieces.encode(feeds), 0.0), voice.speaker_feeds(syn)
 
 
 # -- exact chunked decoding ----------------------------------------------------------------------
@@ -273,7 +273,7 @@ def test_frontend_without_its_token_mask_gives_the_same_numbers(exported, monkey
     sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (lean, full)]
     rng = np.random.default_rng(0)
     for tokens in (1, 2, 17, 60):
-        feeds = specialize._sample_feeds(sessions[1], tokens)
+        feeds = specialize.sample_feeds(sessions[1], tokens)
         feeds[contract.INPUT] = rng.integers(1, 30, (1, tokens)).astype(np.int64)
         a, b = (s.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in s.get_inputs()}})
                 for s in sessions)
@@ -344,9 +344,9 @@ def test_first_chunk_comes_before_the_rest_is_decoded(exported, monkeypatch):
     for name in ("flow_frames", "vocode"):
         real = getattr(Pieces, name)
 
-        def counting(self, source, start, end, sid=None, _real=real, _name=name):
+        def counting(self, source, start, end, speaker=None, _real=real, _name=name):
             calls.append((_name, start, end))
-            return _real(self, source, start, end, sid)
+            return _real(self, source, start, end, speaker)
 
         monkeypatch.setattr(Pieces, name, counting)
     stream = voice.stream(LONG)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from exporter.quant.calibration import calibrate, quiet_quantizer
 from exporter.quant.plans import QDQ_OPS, QuantConfig
-from exporter.quant.units import node_units
+from exporter.quant.units import DURATION_UNITS, node_units
 from runtime import contract
 
 
@@ -54,6 +54,9 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
                                 weight_type=QuantType.QInt8 if cfg.weight_type == "int8" else QuantType.QUInt8,
                                 calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),
                                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                quantized = onnx.load(str(out))
+                if keep_float_inputs(quantized, lambda name: units.get(name, "").startswith(DURATION_UNITS)):
+                    onnx.save(quantized, str(out))
                 current = out
         if dynamic:
             # x86: unsigned per-tensor weights are the only fast ConvInteger path (signed per-channel: 3x slower).
@@ -65,3 +68,22 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
         store_weights_fp16(model, lambda node: option.get(node.name) == "fp16w")
         store_weights_int8(model, lambda node: option.get(node.name) == "int8w")
         onnx.save(model, str(dst))
+
+
+def keep_float_inputs(model, keep) -> int:
+    """onnxruntime's QDQ quantizer gives every reader of a quantized tensor its DequantizeLinear output, quantized
+    or not: the speaker embedding of a multi-speaker voice, read by the flow's (int8) conditioning and by the
+    duration predictor's, reached the duration predictor in int8 and moved durations. Nodes for which ``keep(name)``
+    read the float tensor again; returns how many inputs were restored."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    restored = 0
+    for node in model.graph.node:
+        if not keep(node.name):
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+                restored += 1
+    return restored

@@ -50,14 +50,11 @@ def quiet_quantizer():
 
 def _calibration_feeds(voice_dir: Path, count: int) -> list[dict]:
     """One feed per calibration sentence, at zero noise and the voice's length scale."""
-    from exporter.verify import onnx_feeds
-    from runtime.voice import Voice
+    from runtime.voice import SynthesisConfig, Voice
 
     voice = Voice.load(voice_dir)
-    return [onnx_feeds([voice.text_to_ids(text)], [0.0, voice.config.length_scale, 0.0],
-                       sid=0 if contract.SID in voice.input_names else None,
-                       langid=0 if contract.LANGID in voice.input_names else None)
-            for text in CALIBRATION_SENTENCES[:count]]
+    zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)  # the first speaker and language
+    return [voice._feeds(voice.text_to_ids(text), zero) for text in CALIBRATION_SENTENCES[:count]]
 
 
 class _Reader:
