@@ -18,11 +18,26 @@ logger = logging.getLogger("exporter")
 def _cmd_export(args: argparse.Namespace) -> None:
     from exporter.export import export_voice
 
-    report = export_voice(args.config, args.checkpoint, args.out, force=args.force)
+    report = export_voice(args.config, args.checkpoint, args.out, force=args.force, text_models=not args.no_text_model)
     print(report.table())
     if args.quantize:
         args.voice_dir, args.preset, args.target = args.out, args.quantize, None
         _cmd_quantize(args)
+
+
+def _cmd_text_model(args: argparse.Namespace) -> None:
+    from exporter.quant.variants import check_voice_dir
+    from exporter.text_model import add
+
+    check_voice_dir(args.voice_dir)
+    if not (args.voice_dir / args.model).is_file():
+        raise ExportError(f"{args.voice_dir / args.model} not found: give a model of this voice folder with --model")
+    record = add(args.voice_dir, args.model)
+    if "unavailable" in record:
+        raise ExportError(f"no text model for this voice: {record['unavailable']}")
+    print(f"wrote {args.voice_dir / record['file']}: inputs {', '.join(record['inputs'])}; ids identical to the "
+          f"runtime's on {record['verified']['texts']} texts in {len(record['verified']['languages'])} language(s); "
+          f"needs onnxruntime-extensions")
 
 
 def _cmd_import_piper(args: argparse.Namespace) -> None:
@@ -76,7 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, required=True, help="output folder (model.onnx + model.onnx.json)")
     exp.add_argument("--force", action="store_true", help="replace an existing output folder")
     exp.add_argument("--quantize", metavar="PRESET", choices=ALL_PRESETS, help="also write model.PRESET.onnx")
+    exp.add_argument("--no-text-model", action="store_true",
+                     help="do not write model.text.onnx (a character voice's string-in model, needs "
+                          "onnxruntime-extensions to run)")
     exp.set_defaults(func=_cmd_export)
+
+    txt = sub.add_parser("text-model", help="write MODEL.text.onnx: a character voice that takes a string and "
+                                            "returns audio, run by any onnxruntime with onnxruntime-extensions")
+    txt.add_argument("voice_dir", type=Path, help="exported voice folder")
+    txt.add_argument("--model", default="model.onnx", help="which model of the folder (e.g. model.auto.onnx)")
+    txt.set_defaults(func=_cmd_text_model)
 
     qua = sub.add_parser("quantize", help="write an int8 variant model.PRESET.onnx into an exported voice folder")
     qua.add_argument("voice_dir", type=Path, help="exported voice folder (model.onnx + model.onnx.json)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter import pieces
+from exporter import pieces, text_model
 from exporter.checkpoint import load_voice
 from exporter.errors import ExportError
 from exporter.io import atomic_dir
@@ -31,6 +31,7 @@ class ExportReport:
     checks: list = field(default_factory=list)
     seconds: float = 0.0
     streaming: str = ""
+    text_model: str = ""
 
     def table(self) -> str:
         worst = min(c.snr_db for c in self.checks)
@@ -40,6 +41,7 @@ class ExportReport:
             ("parameters", f"{self.num_parameters / 1e6:.2f} M"),
             ("verified", f"{len(self.checks)} sentences, same length, worst SNR {worst:.1f} dB vs PyTorch"),
             ("streaming", self.streaming),
+            ("text model", self.text_model),
             ("time", f"{self.seconds:.1f} s"),
         ]
         width = max(len(k) for k, _ in rows)
@@ -82,7 +84,7 @@ def _streaming(vits, onnx_path: Path) -> dict:
 
 
 def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, force: bool = False,
-                 spec: ExportSpec | None = None) -> ExportReport:
+                 spec: ExportSpec | None = None, text_models: bool = True) -> ExportReport:
     start = time.perf_counter()
     loaded = load_voice(config_path, checkpoint_path)
     logger.info("checking the runtime's text frontend against TTS's tokenizer")
@@ -109,5 +111,13 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
             record = pieces.add(tmp, contract.MODEL_FILE)
             streaming = (f"{contract.PIECES_DIR}/ frontend + decoder, {sidecar['streaming']['receptive_field_frames']} "
                          f"frames of context, chunks vs whole {record['verified']['min_snr_db']} dB")
+        if text_models:
+            logger.info("building the text-in model and checking its ids and audio")
+            record = text_model.add(tmp)
+            text = record.get("unavailable") or (f"{record['file']} (string in, audio out; ids identical on "
+                                                 f"{record['verified']['texts']} texts)")
+        else:
+            text = "not asked for"
         onnx_bytes = onnx_path.stat().st_size
-    return ExportReport(Path(out_dir), onnx_bytes, num_parameters, checks, time.perf_counter() - start, streaming)
+    return ExportReport(Path(out_dir), onnx_bytes, num_parameters, checks, time.perf_counter() - start, streaming,
+                        text)

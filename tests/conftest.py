@@ -67,6 +67,36 @@ def quantized(exported, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """voice -> (source folder, exported folder, the LoadedVoice TTS built): each built and exported once."""
+    import subprocess
+    import sys
+
+    from zoo_voices import build_zoo_voice
+
+    from exporter.checkpoint import load_voice
+    from exporter.export import export_voice
+
+    cache = {}
+
+    def get(voice: str, small: bool = True):
+        if (voice, small) not in cache:
+            root = tmp_path_factory.mktemp(f"zoo-{voice}{'' if small else '-full'}")
+            config, checkpoint = build_zoo_voice(voice, root / "src", small=small)
+            if voice == "css10":  # the user's path once: the CLI, a .pth.tar checkpoint
+                proc = subprocess.run([sys.executable, "-m", "exporter", "export", "--config", str(config),
+                                       "--checkpoint", str(checkpoint), "--out", str(root / "voice")],
+                                      capture_output=True, text=True, cwd=REPO, timeout=600)
+                assert proc.returncode == 0, proc.stderr[-3000:]
+            else:
+                export_voice(config, checkpoint, root / "voice")
+            cache[voice, small] = root / "src", root / "voice", load_voice(config, checkpoint)
+        return cache[voice, small]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def real_voice_quantized(tmp_path_factory):
     """The built-in real voice as ``make demo`` exports it, plus the default int8 preset made the way the
     README says (``python -m exporter quantize DIR``): several minutes, so made once per session."""

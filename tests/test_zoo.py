@@ -31,31 +31,6 @@ SPOKEN = ("ljspeech", "vctk", "your_tts", "css10")
 ZERO = {"noise_scale": 0.0, "noise_w": 0.0}
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    """voice -> (source folder, exported folder, the LoadedVoice TTS built): each built and exported once."""
-    from exporter.checkpoint import load_voice
-    from exporter.export import export_voice
-
-    cache = {}
-
-    def get(voice: str, small: bool = True):
-        if (voice, small) not in cache:
-            root = tmp_path_factory.mktemp(f"zoo-{voice}{'' if small else '-full'}")
-            config, checkpoint = build_zoo_voice(voice, root / "src", small=small)
-            if voice == "css10":  # the user's path once: the CLI, a .pth.tar checkpoint
-                proc = subprocess.run([sys.executable, "-m", "exporter", "export", "--config", str(config),
-                                       "--checkpoint", str(checkpoint), "--out", str(root / "voice")],
-                                      capture_output=True, text=True, cwd=REPO, timeout=600)
-                assert proc.returncode == 0, proc.stderr[-3000:]
-            else:
-                export_voice(config, checkpoint, root / "voice")
-            cache[voice, small] = root / "src", root / "voice", load_voice(config, checkpoint)
-        return cache[voice, small]
-
-    return get
-
-
 def torch_reference(loaded, text: str, speaker: str | None = None, language: str | None = None,
                     embedding=None) -> np.ndarray:
     """TTS's own inference at zero noise, the speaker given as TTS's ``synthesize`` gives it (an id, or a d-vector
