@@ -87,7 +87,7 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
                  spec: ExportSpec | None = None, text_models: bool = True) -> ExportReport:
     start = time.perf_counter()
     loaded = load_voice(config_path, checkpoint_path)
-    logger.info("checking the runtime's text frontend against TTS's tokenizer")
+    logger.debug("checking the runtime's text frontend against TTS's tokenizer")
     check_frontend(loaded, tokenizer_spec(loaded.model, loaded.config))
     d_vector_dim = 0 if loaded.d_vectors is None else int(loaded.d_vectors.shape[1])
     spec = spec or ExportSpec(with_speakers=bool(loaded.speakers), with_languages=bool(loaded.languages),
@@ -112,7 +112,6 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
             streaming = (f"{contract.PIECES_DIR}/ frontend + decoder, {sidecar['streaming']['receptive_field_frames']} "
                          f"frames of context, chunks vs whole {record['verified']['min_snr_db']} dB")
         if text_models:
-            logger.info("building the text-in model and checking its ids and audio")
             record = text_model.add(tmp)
             text = record.get("unavailable") or (f"{record['file']} (string in, audio out; ids identical on "
                                                  f"{record['verified']['texts']} texts)")

@@ -139,6 +139,7 @@ def build(voice_dir: Path, model_name: str, sidecar: dict) -> tuple[bytes | None
         reason = "onnxruntime-extensions is not installed (pip install onnxruntime-extensions)"
     if reason:
         return None, {"unavailable": reason}
+    logger.info("building %s and checking its ids and audio", text_model_name(model_name))
     voice = onnx.load(str(Path(voice_dir) / model_name))
     inputs = {i.name for i in voice.graph.input}
     languages = sidecar.get("languages") or {} if contract.LANGID in inputs else {}
@@ -169,7 +170,7 @@ def add(voice_dir: Path, model_name: str = contract.MODEL_FILE) -> dict:
     sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     data, record = build(voice_dir, model_name, sidecar)
     if data is None:
-        logger.info("no %s: %s", text_model_name(model_name), record["unavailable"])
+        logger.debug("no %s: %s", text_model_name(model_name), record["unavailable"])
     else:
         atomic_write_bytes(voice_dir / record["file"], data)
     sidecar.setdefault("text_models", {})[model_name] = record
