@@ -90,6 +90,19 @@ class VoiceConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def speaker_labels(self) -> dict[str, int]:
+        """Speaker names as a person types them -> id: without surrounding whitespace where that names one speaker
+        (VCTK's ``"ED\\n"`` is ``ED``), else with it escaped (YourTTS has ``female-en-5`` and
+        ``female-en-5\\n``: the second is ``female-en-5\\n`` written out)."""
+        stripped = [name.strip() for name in self.speakers]
+        labels = {}
+        for name, ident in self.speakers.items():
+            label = name.strip()
+            if stripped.count(label) > 1 and label != name:
+                label = name.encode("unicode_escape").decode("ascii")
+            labels[label] = ident
+        return labels
+
     def pieces(self, model_name: str) -> dict | None:
         """The streaming pieces of ``model_name`` (``{"frontend": path, "flow": path, "vocoder": path}``, relative to the
         folder), or None when that model was not split."""

@@ -144,9 +144,9 @@ def run(args: argparse.Namespace) -> int:
     voice = Voice.load(args.model, threads=args.threads, espeak_data=args.espeak_data)
     logger.debug("loaded %s in %.2f s", args.model, time.perf_counter() - start)
     if args.list_speakers:
-        speakers = voice.config.speakers or {"(single speaker)": 0}
+        speakers = voice.config.speaker_labels() or {"(single speaker)": 0}
         for name, sid in speakers.items():
-            print(f"{sid}\t{name.strip()}")
+            print(f"{sid}\t{name}")
         return 0
     if args.list_languages:
         for name, langid in (voice.config.languages or {"(one language)": 0}).items():

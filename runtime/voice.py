@@ -158,8 +158,8 @@ class Voice:
 
     def speaker_id(self, speaker: str | int | None) -> int | None:
         """The id of a speaker given by name or id; 0 for a multi-speaker voice's default, None for a single-speaker
-        voice. A name matches as written, or without surrounding whitespace when that names one speaker (VCTK's
-        speaker_ids.json has a name ending in a newline)."""
+        voice. A name matches as written or as its label (``VoiceConfig.speaker_labels``: VCTK's speaker_ids.json
+        has a name ending in a newline)."""
         speakers = self.config.speakers
         if contract.SID not in self.input_names:
             if speaker not in (None, 0, "0"):
@@ -167,15 +167,14 @@ class Voice:
             return None
         if speaker is None:
             return 0
-        if str(speaker) in speakers:
-            return speakers[str(speaker)]
-        stripped = [sid for name, sid in speakers.items() if name.strip() == str(speaker).strip()]
-        if len(set(stripped)) == 1:
-            return stripped[0]
+        labels = self.config.speaker_labels()
+        for known in (speakers, labels):
+            if str(speaker) in known:
+                return known[str(speaker)]
         if isinstance(speaker, int) or str(speaker).isdigit():
             if int(speaker) in speakers.values() or (not speakers and int(speaker) >= 0):
                 return int(speaker)
-        valid = ", ".join(f"{name.strip()} ({sid})" for name, sid in speakers.items())
+        valid = ", ".join(f"{name} ({sid})" for name, sid in labels.items())
         raise VoiceError(f"unknown speaker {speaker!r}; this voice has: {valid}")
 
     @property

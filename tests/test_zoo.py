@@ -120,10 +120,15 @@ def test_each_speaker_and_language_by_name_speaks_as_tts(zoo, voice):
     _, folder, loaded = zoo(voice)
     runtime = Voice.load(folder)
     names = list(loaded.speakers)
-    for name in names:  # every name, as written and as typed (VCTK's "ED\n" is "ED" on a command line)
+    for name in names:  # every name as written
         assert runtime.speaker_id(name) == loaded.speakers[name]
-        if name.strip() != name and name.strip() not in loaded.speakers:
-            assert runtime.speaker_id(name.strip()) == loaded.speakers[name]
+    labels = runtime.config.speaker_labels()  # and as typed: VCTK's "ED\n" is "ED"; YourTTS's "female-en-5\n",
+    assert len(labels) == len(names)          # beside a "female-en-5", is written out as "female-en-5\\n"
+    assert all(label == label.strip() and runtime.speaker_id(label) == ident for label, ident in labels.items())
+    if voice == "vctk":
+        assert labels["ED"] == 0
+    if voice == "your_tts":
+        assert labels["female-en-5\\n"] != labels["female-en-5"] and labels["female-pt-4"] == names.index("female-pt-4\n")
     text = "The birch canoe slid on the smooth planks."
     speakers = [None] if not names else sorted({names[0], names[-1], names[len(names) // 2]})
     languages = list(loaded.languages) or [None]
@@ -173,8 +178,9 @@ def test_cli_speaks_a_speaker_and_language_by_name(zoo, tmp_path, voice, speaker
     assert proc.returncode == 0, proc.stderr
     named = next((n for n in loaded.speakers if n.strip() == speaker), None)
     assert snr(torch_reference(loaded, text, named, language), read_wav(tmp_path / "x.wav")) > 40
-    listed = cli("-m", folder, "--list-speakers").stdout
-    assert all(name.strip() in listed for name in loaded.speakers)
+    listed = cli("-m", folder, "--list-speakers").stdout.splitlines()
+    labels = Voice.load(folder).config.speaker_labels() or {"(single speaker)": 0}
+    assert listed == [f"{ident}\t{label}" for label, ident in labels.items()]
     if language:
         assert language in cli("-m", folder, "--list-languages").stdout
         wrong = cli("-m", folder, text, "--language", "xx", "--output", tmp_path / "y.wav")

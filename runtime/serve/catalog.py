@@ -84,7 +84,8 @@ def entry(path: Path, *, variant: str = DEFAULT_VARIANT, name: str | None = None
         kind = "fp32" if model.name == contract.MODEL_FILE else model.name.removeprefix("model.").removesuffix(".onnx")
         description = f"{name} (Coqui VITS, {kind}{', streaming' if record else ''})"
         attribution = ("vits-edge", "https://github.com/coqui-ai/TTS")
-    return VoiceEntry(name, model, config, description, languages, sorted(config.speakers, key=config.speakers.get),
+    labels = config.speaker_labels()  # names as a person types them (no trailing newline)
+    return VoiceEntry(name, model, config, description, languages, sorted(labels, key=labels.get),
                       attribution, size)
 
 

@@ -71,7 +71,7 @@ class Settings:
 def speaker_of(entry: VoiceEntry, speaker: str | int | None) -> str | int | None:
     """A requested speaker (name, or id as text) as the voice takes it (None for a single-speaker voice);
     a ClientError when the voice has no such speaker."""
-    if speaker is None or speaker in entry.speakers:
+    if speaker is None or speaker in entry.speakers or speaker in entry.config.speakers:
         return speaker
     if str(speaker).isdigit() and (int(speaker) in entry.config.speakers.values()
                                    or not entry.speakers and int(speaker) == 0):
