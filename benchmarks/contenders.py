@@ -226,14 +226,9 @@ def _torch_rows(checkpoint: Path | None, workdir: Path, run: list, skipped: list
         prepare=(prepare_torch_int8, str(config), str(weights), str(qdir))))
 
 
-def voice_models(voice_dir: Path) -> list[Path]:
-    """``model.onnx`` and every ``model.*.onnx`` variant beside it (they share its sidecar)."""
-    return [voice_dir / contract.MODEL_FILE] + sorted(voice_dir.glob("model.*.onnx"))
-
-
 def _ort_rows(voice_dir: Path, run: list) -> None:
     sidecar = contract.sidecar_path(voice_dir / contract.MODEL_FILE)
-    for model in voice_models(voice_dir):
+    for model in contract.voice_models(voice_dir):
         variant = model.name[len("model.") : -len(".onnx")] or "fp32"
         key = "ort-fp32" if model.name == contract.MODEL_FILE else f"ort-{variant}"
         run.append(Contender(key, f"vits-edge onnxruntime {variant} ({model.name})", "ort", [model, sidecar],

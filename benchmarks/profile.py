@@ -29,7 +29,6 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.contenders import voice_models
 from benchmarks.run import SENTENCES, read_sentences
 from runtime import contract
 from runtime.voice import SynthesisConfig, Voice
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(python -m exporter export ... --out DIR)")
     if min(args.sentences, args.threads, args.rounds) < 1:
         parser.error("--sentences, --threads and --rounds must be at least 1")
-    names = args.models or [p.name for p in voice_models(args.voice)]
+    names = args.models or [p.name for p in contract.voice_models(args.voice)]
     missing = [n for n in names if not (args.voice / n).is_file()]
     if missing:
         parser.error(f"not in {args.voice}: {', '.join(missing)}")

@@ -225,7 +225,7 @@ def split_folder(voice_dir: Path) -> list[str]:
         arch = architecture_from_graph(onnx.load(str(voice_dir / contract.MODEL_FILE), load_external_data=False))
         sidecar["streaming"] = streaming_section(arch)
         atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    models = [contract.MODEL_FILE] + sorted(p.name for p in voice_dir.glob("model.*.onnx"))
+    models = [p.name for p in contract.voice_models(voice_dir)]
     for name in models:
         add(voice_dir, name)
     records = json.loads(sidecar_path.read_text(encoding="utf-8"))["streaming"]["pieces"].values()

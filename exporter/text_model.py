@@ -36,7 +36,7 @@ CLEANER_LANGUAGES = (None, "en", "fr", "pt-BR", "it", "ca", "el", "de")
 
 def text_model_name(model_name: str) -> str:
     """``model.onnx`` -> ``model.text.onnx``; ``model.auto.onnx`` -> ``model.auto.text.onnx``."""
-    return model_name.removesuffix(".onnx") + ".text.onnx"
+    return model_name.removesuffix(".onnx") + contract.TEXT_MODEL_SUFFIX
 
 
 def extensions_library() -> str | None:

@@ -39,6 +39,7 @@ CROP_STARTS = "crop_starts"  # int64 [crop points]: where the decoder piece crop
 CROP_ENDS = "crop_ends"  # int64 [crop points]
 
 MODEL_FILE = "model.onnx"
+TEXT_MODEL_SUFFIX = ".text.onnx"  # model.text.onnx: text in, audio out (a character voice's frontend in the graph)
 PIECES_DIR = "pieces"  # beside the models: pieces/<model stem>.<piece>.onnx
 PIECES = ("frontend", "flow", "vocoder")
 METADATA_KEY = "vits_edge"  # metadata_props key holding the whole sidecar as JSON
@@ -48,6 +49,13 @@ def piece_name(model_name: str, piece: str) -> str:
     """``model.auto.onnx``, ``vocoder`` -> ``pieces/model.auto.vocoder.onnx`` (relative to the voice folder)."""
     stem = model_name.removesuffix(".onnx")
     return f"{PIECES_DIR}/{stem}.{piece}.onnx"
+
+
+def voice_models(voice_dir: Path) -> list[Path]:
+    """``model.onnx`` and its variants ``model.*.onnx`` (they share its sidecar); not the text-in models."""
+    voice_dir = Path(voice_dir)
+    variants = sorted(p for p in voice_dir.glob("model.*.onnx") if not p.name.endswith(TEXT_MODEL_SUFFIX))
+    return [voice_dir / MODEL_FILE, *variants]
 
 
 def sidecar_path(onnx_path: Path) -> Path:

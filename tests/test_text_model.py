@@ -147,6 +147,13 @@ def test_text_model_of_an_int8_variant_from_the_cli(zoo, tmp_path):
     assert (folder / "model.dynamic.text.onnx").is_file() and "ids identical" in proc.stdout
     sidecar = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())
     assert sidecar["text_models"]["model.dynamic.onnx"]["verified"]["audio_snr_db"] == "identical"
+    # a folder holding text models is still split, benchmarked and served by its audio models only
+    split = subprocess.run([sys.executable, "-m", "exporter", "split", str(folder)], capture_output=True, text=True,
+                           cwd=REPO, timeout=300)
+    assert split.returncode == 0, split.stderr[-3000:]
+    pieces = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())["streaming"]["pieces"]
+    assert set(pieces) == {"model.onnx", "model.dynamic.onnx"}
+    assert [p.name for p in contract.voice_models(folder)] == ["model.onnx", "model.dynamic.onnx"]
     nowhere = subprocess.run([sys.executable, "-m", "exporter", "text-model", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, cwd=REPO, timeout=300)
     assert nowhere.returncode != 0 and "not an exported voice folder" in nowhere.stderr
