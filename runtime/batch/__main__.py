@@ -1,0 +1,150 @@
+"""``python -m runtime.batch``: speak a whole corpus into WAV files and a manifest (also ``vits-edge-batch``).
+
+    python -m runtime.batch lines.txt --voice my-voice --out corpus/
+    python -m runtime.batch items.jsonl --voice my-voice --out corpus/ --speakers all --length-scales 0.9,1,1.1
+
+Input: a ``.jsonl`` file, one JSON object a line (``id``, ``text``, and optionally ``voice``, ``speaker``,
+``language``, ``length_scale``, ``noise_scale``, ``noise_w``), or a text file, one item a line (ids from line
+numbers). ``--speakers`` and the scale grids expand every item (ids get ``~spk=NAME~ls=0.9`` suffixes).
+
+Output, under ``--out``: ``wavs/NNNNN/ID.wav`` (1000 items a folder, each file written atomically),
+``manifest.jsonl`` (id, path, seconds, sample rate, text, voice, speaker, language, scales, and the phoneme and
+word timings with ``--alignments``) and ``errors.jsonl`` (bad lines and items that could not be spoken, with the
+reason). A re-run skips the ids already in the manifest: a killed job resumes without gaps or duplicates, and an
+item's noise comes from its id, so the result is the uninterrupted run's.
+
+Exit status: 0 every item spoken, 1 some failed (see errors.jsonl), 2 the job could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from runtime.batch.jobs import ErrorLog, JobError, Manifest, Plan, Progress, read_input
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+logger = logging.getLogger("runtime.batch")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from exc
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, not {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vits-edge-batch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="items: a .jsonl file, or a text file (one item a line)")
+    p.add_argument("--voice", action="append", required=True, metavar="[NAME=]PATH",
+                   help="a voice folder; repeat for several (an item's \"voice\" names one; the first is the default)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (made if missing; a re-run resumes)")
+    p.add_argument("--speakers", help="expand every item over these speakers: 'all' or names/ids separated by commas")
+    p.add_argument("--length-scales", type=_floats, default=[], help="expand over these length scales (0.9,1,1.1)")
+    p.add_argument("--noise-scales", type=_floats, default=[], help="expand over these noise scales")
+    p.add_argument("--noise-ws", type=_floats, default=[], help="expand over these duration noise scales")
+    p.add_argument("--alignments", action="store_true", help="record each item's phoneme and word timings")
+    p.add_argument("--workers", type=int, help="worker processes (default: cores / threads)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
+    p.add_argument("--batch-size", type=int, default=8, help="items sent to a worker at a time")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def voice_paths(specs: list[str]) -> dict[str, str]:
+    voices = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else (None, "", spec)
+        path = Path(path)
+        if not path.exists():
+            raise JobError(f"voice {path} not found")
+        name = name or path.resolve().name
+        if name in voices:
+            raise JobError(f"two voices are named {name!r}: name them with --voice NAME=PATH")
+        voices[name] = str(path.resolve())
+    return voices
+
+
+def plan_items(args, voices: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """The job's items (expanded by the plan, each with its index) and the bad input lines."""
+    from runtime.config import read_sidecar, resolve
+
+    lines, errors = read_input(args.input)
+    speakers = []
+    if args.speakers == "all":
+        speakers = list(read_sidecar(resolve(Path(next(iter(voices.values()))))[1]).speaker_labels())
+        if not speakers:
+            raise JobError("--speakers all: the voice has a single speaker")
+    plan = Plan("all" if args.speakers == "all" else [s for s in (args.speakers or "").split(",") if s] or None,
+                args.length_scales, args.noise_scales, args.noise_ws)
+    items, seen = [], {}
+    for number, item in lines:
+        for expanded in plan.expand(item, speakers):
+            if expanded["id"] in seen:
+                errors.append({"line": number, "id": expanded["id"],
+                               "error": f"id {expanded['id']!r} already given on line {seen[expanded['id']]}"})
+                continue
+            seen[expanded["id"]] = number
+            items.append({**expanded, "index": len(items)})
+    return items, errors
+
+
+def run(args: argparse.Namespace) -> int:
+    voices = voice_paths(args.voice)
+    if args.threads < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
+        raise JobError("--threads, --workers and --batch-size must be at least 1")
+    items, bad_lines = plan_items(args, voices)
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(args.out)
+    errors = ErrorLog(args.out)
+    for record in bad_lines:
+        errors.add(record)
+    todo = [item for item in items if item["id"] not in manifest.done]
+    workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
+    logger.warning("%d items, %d already in %s, %d to speak (%d worker processes x %d threads)", len(items),
+                   len(items) - len(todo), manifest.path, len(todo), workers, args.threads)
+    progress = Progress(len(todo), len(items) - len(todo), lambda line: print(line, file=sys.stderr, flush=True))
+    from runtime.batch import local
+
+    rows = local.run(todo, voices=voices, out=str(args.out.resolve()), workers=workers, threads=args.threads,
+                     alignments=args.alignments, batch_size=args.batch_size)
+    start = time.monotonic()
+    try:
+        for row in rows:
+            if "error" in row:
+                errors.add(row)
+                progress.tick(False)
+            elif manifest.add(row):
+                progress.tick(True)
+    finally:
+        manifest.close()
+        errors.close()
+    print(f"{progress.done - progress.failed} spoken, {errors.count} failed or bad, in {time.monotonic() - start:.1f} s "
+          f"({progress.rate:.2f} items/s); manifest: {manifest.path}", file=sys.stderr)
+    return EXIT_FAILED if errors.count else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    try:
+        return run(args)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

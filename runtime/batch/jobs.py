@@ -1,0 +1,272 @@
+"""What a batch job is made of, whatever runs it: its items, their WAV paths, the manifest that records each item
+once, the errors file, and the synthesis of one item (the same function on a local process or a Ray actor)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ITEM_FIELDS = ("id", "text", "voice", "speaker", "language", "length_scale", "noise_scale", "noise_w")
+SCALES = ("length_scale", "noise_scale", "noise_w")
+MANIFEST, ERRORS, WAVS = "manifest.jsonl", "errors.jsonl", "wavs"
+SHARD_SIZE = 1000  # items per folder of WAVs: a folder stays listable on any file system
+_UNSAFE = re.compile(r"[^A-Za-z0-9._~=+-]+")  # what every file system takes in a name
+
+
+class JobError(ValueError):
+    """The job cannot start (bad arguments, an unreadable input or voice): exit code 2, nothing written."""
+
+
+@dataclass
+class Item:
+    id: str
+    text: str
+    index: int  # position in the expanded job: decides the shard, so a re-run writes where the first run did
+    voice: str | None = None
+    speaker: str | int | None = None
+    language: str | None = None
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w: float | None = None
+
+    def wav_path(self) -> str:
+        """Relative to the output folder: ``wavs/00003/<safe id>.wav`` (1000 items a folder)."""
+        safe = _UNSAFE.sub("_", self.id)[:120] or "_"
+        if safe != self.id:  # two ids that clean to the same name must not share a file
+            safe += "-" + format(abs(hash_id(self.id)), "x")[:8]
+        return f"{WAVS}/{self.index // SHARD_SIZE:05d}/{safe}.wav"
+
+
+def hash_id(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+@dataclass
+class Plan:
+    """Expand every item over speakers and scale grids (dataset generation): ``speakers`` ("all" or names),
+    and for each scale a list of values; an item's own value wins over the grid."""
+
+    speakers: list | str | None = None
+    length_scale: list[float] = field(default_factory=list)
+    noise_scale: list[float] = field(default_factory=list)
+    noise_w: list[float] = field(default_factory=list)
+
+    def expand(self, item: dict, voice_speakers: list[str]) -> list[dict]:
+        speakers = [item.get("speaker")]
+        if item.get("speaker") is None and self.speakers:
+            speakers = voice_speakers if self.speakers == "all" else list(self.speakers)
+        grids = [[item[name]] if item.get(name) is not None else (getattr(self, name) or [None]) for name in SCALES]
+        out = []
+        for speaker, *scales in itertools.product(speakers, *grids):
+            suffix = [] if speaker is None or item.get("speaker") is not None else [f"spk={speaker}"]
+            suffix += [f"{short}={value:g}" for short, name, value in zip(("ls", "ns", "nw"), SCALES, scales)
+                       if value is not None and item.get(name) is None]
+            out.append({**item, "speaker": speaker, **dict(zip(SCALES, scales)),
+                        "id": item["id"] if not suffix else f"{item['id']}~{'~'.join(suffix)}"})
+        return out
+
+
+def _number(value, name: str):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def parse_line(line: str, number: int, jsonl: bool) -> dict:
+    """One input line -> an item dict; ValueError with the reason for a bad one."""
+    if not jsonl:
+        return {"id": str(number), "text": line.rstrip("\n")}
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"not a JSON object but {type(data).__name__}")
+    unknown = sorted(set(data) - set(ITEM_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)} (fields: {', '.join(ITEM_FIELDS)})")
+    if "id" not in data or not isinstance(data["id"], (str, int)) or isinstance(data["id"], bool):
+        raise ValueError("no \"id\" (a string or a number)")
+    if not isinstance(data.get("text"), str):
+        raise ValueError("no \"text\" string")
+    item = {"id": str(data["id"]), "text": data["text"]}
+    for name in ("voice", "language"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise ValueError(f"{name} must be a string")
+        item[name] = data.get(name)
+    speaker = data.get("speaker")
+    if speaker is not None and (isinstance(speaker, bool) or not isinstance(speaker, (str, int))):
+        raise ValueError("speaker must be a name or an id")
+    item["speaker"] = speaker
+    for name in SCALES:
+        item[name] = _number(data.get(name), name)
+    return item
+
+
+def read_input(path: Path) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """(line number, item) for every good line and an error record for every bad one. A ``.jsonl``/``.json``
+    file holds JSON objects; anything else is plain text, one item a line, ids from line numbers (blank lines
+    skipped)."""
+    jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+    items, errors = [], []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append((number, parse_line(line, number, jsonl)))
+                except ValueError as exc:
+                    errors.append({"line": number, "error": str(exc), "input": line.rstrip("\n")[:200]})
+    except FileNotFoundError as exc:
+        raise JobError(f"input file {path} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise JobError(f"{path} is not UTF-8 text: convert it with iconv") from exc
+    return items, errors
+
+
+class Manifest:
+    """``manifest.jsonl``: one line per finished item, appended (and flushed) as each finishes; the commit record
+    of a WAV, written after it. A re-run reads the ids in it and skips them; a torn last line (a kill while
+    writing) is cut off first. Only the driver writes it."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / MANIFEST
+        self.done: set[str] = set()
+        if self.path.is_file():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                data = data[: data.rfind(b"\n") + 1]
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(data))
+            for line in data.decode("utf-8").splitlines():
+                if line.strip():
+                    self.done.add(json.loads(line)["id"])
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._synced = time.monotonic()
+
+    def add(self, row: dict) -> bool:
+        """Record ``row``; False (nothing written) when its id is already recorded (a retried task)."""
+        if row["id"] in self.done:
+            return False
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        if time.monotonic() - self._synced > 1.0:
+            os.fsync(self._file.fileno())
+            self._synced = time.monotonic()
+        self.done.add(row["id"])
+        return True
+
+    def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+class ErrorLog:
+    """``errors.jsonl``: bad input lines and items that could not be spoken, with the reason; rewritten by each
+    run (a re-run retries the failed items)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ERRORS
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self.count = 0
+
+    def add(self, record: dict) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Progress:
+    """Items per second and the time left, on stderr at most every ``every`` seconds."""
+
+    def __init__(self, total: int, already: int, write, every: float = 2.0):
+        self.total, self.done, self.failed, self.write, self.every = total, 0, 0, write, every
+        self.already = already
+        self.start = self._last = time.monotonic()
+
+    def tick(self, ok: bool, force: bool = False) -> None:
+        self.done += 1
+        self.failed += not ok
+        now = time.monotonic()
+        if force or now - self._last >= self.every or self.done == self.total:
+            self._last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            left = (self.total - self.done) / rate if rate else float("inf")
+            self.write(f"{self.done}/{self.total} items ({self.already} done before), {rate:.2f} items/s, "
+                       f"{self.failed} failed, about {left:.0f} s left")
+
+    @property
+    def rate(self) -> float:
+        return self.done / max(time.monotonic() - self.start, 1e-9)
+
+
+# -- the work of one item, in a worker (a local process or a Ray actor) ------------------------------------------
+class Speaker:
+    """The voices of a job, loaded once per worker process, and the synthesis of one item into its WAV."""
+
+    def __init__(self, voices: dict[str, str], threads: int, out: str, alignments: bool = False):
+        from runtime.voice import Voice
+
+        self.voices = {name: Voice.load(path, threads=threads) for name, path in voices.items()}
+        self.default = next(iter(voices))
+        self.out, self.alignments = Path(out), alignments
+
+    def __call__(self, item: dict) -> dict:
+        """A manifest row for ``item`` (its WAV written atomically), or ``{"id", "error"}``: never raises for a
+        bad item, so one bad item never stops a worker."""
+        from runtime.voice import VoiceError
+
+        try:
+            return self._speak(Item(**item))
+        except (VoiceError, ValueError, OSError) as exc:
+            return {"id": item["id"], "error": f"{type(exc).__name__}: {exc}"}
+
+    def _speak(self, item: Item) -> dict:
+        from runtime.voice import VoiceError
+
+        name = item.voice or self.default
+        voice = self.voices.get(name)
+        if voice is None:
+            raise VoiceError(f"unknown voice {name!r} (this job has: {', '.join(self.voices)})")
+        if not item.text.strip():
+            raise VoiceError("empty text")
+        path = self.out / item.wav_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        timings = []
+        samples = [0]
+
+        def count(chunk):
+            if chunk.alignment is not None:  # placed where its sentence starts in the file
+                timings.append({"text": chunk.text, **chunk.alignment.to_dict(offset=samples[0] / voice.sample_rate)})
+            samples[0] += len(chunk.audio)
+
+        kwargs = {"speaker": item.speaker, "language": item.language, "length_scale": item.length_scale,
+                  "noise_scale": item.noise_scale, "noise_w": item.noise_w}
+        # noise drawn from the id: a retried or resumed item is the same audio as in an uninterrupted run
+        chunks = voice.synthesize(item.text, alignments=self.alignments and voice.streams,
+                                  seed=hash_id(item.id) % 2**31, **kwargs)
+        voice.write_wav(chunks, path, on_chunk=count)
+        defaults = {"length_scale": voice.config.length_scale, "noise_scale": voice.config.noise_scale,
+                    "noise_w": voice.config.noise_w}  # what was used, where the item left it to the voice
+        row = {"id": item.id, "path": item.wav_path(), "seconds": round(samples[0] / voice.sample_rate, 4),
+               "samples": samples[0], "sample_rate": voice.sample_rate, "text": item.text, "voice": name,
+               "speaker": item.speaker, "language": item.language,
+               **{k: defaults[k] if getattr(item, k) is None else getattr(item, k) for k in SCALES}}
+        if self.alignments:
+            row["alignments"] = timings
+        return row

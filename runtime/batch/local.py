@@ -1,0 +1,72 @@
+"""The batch job on this machine's processes: each worker loads the voices once and speaks batches of items.
+
+A worker that dies (killed, out of memory) breaks the pool: a new pool is started and every item not yet in the
+manifest is sent again. An item that was being spoken when workers died three times is recorded as an error (it
+may be what kills them), so a job always ends."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from runtime.batch.jobs import Speaker
+
+logger = logging.getLogger("runtime.batch")
+MAX_DEATHS = 3  # an item in flight when workers died this often is given up
+
+_speaker: Speaker | None = None
+
+
+def _start(voices: dict[str, str], threads: int, out: str, alignments: bool) -> None:
+    global _speaker
+    _speaker = Speaker(voices, threads, out, alignments)
+
+
+def _speak(items: list[dict]) -> list[dict]:
+    return [_speaker(item) for item in items]
+
+
+def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, threads: int, alignments: bool,
+        batch_size: int, on_start: Callable[[ProcessPoolExecutor], None] | None = None) -> Iterator[dict]:
+    """Yield a result row (a manifest row, or ``{"id", "error"}``) for every item, in the order they finish."""
+    todo = list(items)
+    deaths: dict[str, int] = {}
+    context = multiprocessing.get_context("spawn")  # no onnxruntime thread pools inherited half-made
+    while todo:
+        batches = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
+        finished: set[str] = set()
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
+                                 initargs=(voices, threads, out, alignments)) as pool:
+            if on_start is not None:
+                on_start(pool)
+            pending = {}
+            queue = iter(batches)
+            try:
+                for batch in [b for _, b in zip(range(workers * 2), queue)]:
+                    pending[pool.submit(_speak, batch)] = batch
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        batch = pending.pop(future)
+                        rows = future.result()  # BrokenProcessPool when a worker died
+                        for row in rows:
+                            finished.add(row["id"])
+                            yield row
+                        following = next(queue, None)
+                        if following is not None:
+                            pending[pool.submit(_speak, following)] = following
+            except BrokenProcessPool:
+                in_flight = [item for batch in pending.values() for item in batch if item["id"] not in finished]
+                for item in in_flight:
+                    deaths[item["id"]] = deaths.get(item["id"], 0) + 1
+                pool.shutdown(wait=False, cancel_futures=True)
+                logger.warning("a worker process died: a new pool speaks the %d items not yet recorded",
+                               len([i for i in todo if i["id"] not in finished]))
+        given_up = [item for item in todo if item["id"] not in finished and deaths.get(item["id"], 0) >= MAX_DEATHS]
+        for item in given_up:
+            finished.add(item["id"])
+            yield {"id": item["id"], "error": f"a worker process died while speaking it, {MAX_DEATHS} times"}
+        todo = [item for item in todo if item["id"] not in finished]
