@@ -177,6 +177,18 @@ def check_text_settings(config, config_path: Path) -> None:
                           f"(it has {', '.join(sorted(CLEANERS))}): its ids would be wrong, so it is not exported")
 
 
+def for_inference(config, config_path: Path) -> None:
+    """The config as inference needs it, checked: no discriminator (~47 M parameters inference never uses), no
+    speaker encoder of YourTTS's speaker-consistency loss (``model_se.pth``, often not downloaded and recorded on
+    the machine that trained it: TTS would load it for nothing, or fail), text settings the runtime reproduces,
+    side files found."""
+    config.model_args.init_discriminator = False
+    config.model_args.use_speaker_encoder_as_loss = False
+    config.model_args.speaker_encoder_model_path = config.model_args.speaker_encoder_config_path = ""
+    check_text_settings(config, config_path)
+    resolve_side_files(config, config_path)
+
+
 def load_voice(config_path: Path, checkpoint_path: Path) -> LoadedVoice:
     """Build Coqui's ``Vits`` from the config and load the checkpoint into it, strictly."""
     import torch
@@ -185,13 +197,7 @@ def load_voice(config_path: Path, checkpoint_path: Path) -> LoadedVoice:
     state = read_state_dict(checkpoint_path)
     from TTS.tts.models.vits import Vits
 
-    config.model_args.init_discriminator = False  # inference never needs it; saves ~47 M params
-    # nor the speaker encoder of YourTTS's speaker-consistency loss (model_se.pth, often not downloaded, recorded
-    # on the machine that trained it): TTS would load it for nothing, or fail
-    config.model_args.use_speaker_encoder_as_loss = False
-    config.model_args.speaker_encoder_model_path = config.model_args.speaker_encoder_config_path = ""
-    check_text_settings(config, Path(config_path))
-    resolve_side_files(config, Path(config_path))
+    for_inference(config, Path(config_path))
     try:
         model = Vits(config)
     except Exception as exc:

@@ -154,9 +154,7 @@ def build(voice_dir: Path, model_name: str, sidecar: dict) -> tuple[bytes | None
     merged.metadata_props.extend(voice.metadata_props)
     data, text_only = merged.SerializeToString(), text.SerializeToString()
     verified = _verify(spec, languages, text_only, data, voice.SerializeToString(), extensions_library())
-    record = {"file": text_model_name(model_name), "inputs": [i.name for i in merged.graph.input
-                                                              if i.name not in {t.name for t in merged.graph.initializer}
-                                                              or i.name == "language"],
+    record = {"file": text_model_name(model_name), "inputs": [i.name for i in merged.graph.input],
               "requires": "onnxruntime-extensions (its library registered: ai.onnx.contrib string operators)",
               "limits": LIMITS.format(unicode=unicodedata.unidata_version), "verified": verified}
     return data, record

@@ -85,6 +85,8 @@ class Voice:
         else:
             self.tokenizer = tokenizer_from_spec(config.tokenizer, espeak_data=espeak_data)
         self._rng = np.random.default_rng()
+        # every speaker by its exact name and by its label (VoiceConfig.speaker_labels), looked up per sentence
+        self._speaker_names = {**config.speaker_labels(), **config.speakers}
         self._warned_whole = False
 
     @classmethod
@@ -167,14 +169,12 @@ class Voice:
             return None
         if speaker is None:
             return 0
-        labels = self.config.speaker_labels()
-        for known in (speakers, labels):
-            if str(speaker) in known:
-                return known[str(speaker)]
+        if str(speaker) in self._speaker_names:
+            return self._speaker_names[str(speaker)]
         if isinstance(speaker, int) or str(speaker).isdigit():
             if int(speaker) in speakers.values() or (not speakers and int(speaker) >= 0):
                 return int(speaker)
-        valid = ", ".join(f"{name} ({sid})" for name, sid in labels.items())
+        valid = ", ".join(f"{name} ({sid})" for name, sid in self.config.speaker_labels().items())
         raise VoiceError(f"unknown speaker {speaker!r}; this voice has: {valid}")
 
     @property

@@ -95,7 +95,7 @@ def raw_config(voice: str) -> tuple[dict, dict[str, str]]:
 
 def build_zoo_voice(voice: str, folder: Path, *, small: bool = True, seed: int = 0) -> tuple[Path, Path]:
     """Write ``folder/config.json``, its side files and a random checkpoint under the zoo's file name."""
-    from exporter.checkpoint import resolve_side_files
+    from exporter.checkpoint import for_inference
     from exporter.tts_compat import ensure_tts_importable
 
     ensure_tts_importable()
@@ -113,12 +113,9 @@ def build_zoo_voice(voice: str, folder: Path, *, small: bool = True, seed: int =
     checkpoint = folder / CHECKPOINT.get(voice, "model_file.pth")
     # the model is built as the exporter will build it; the file keeps the foreign paths
     loaded = load_config(str(config_path))
-    loaded.model_args.init_discriminator = False
-    loaded.model_args.use_speaker_encoder_as_loss = False
-    loaded.model_args.speaker_encoder_model_path = loaded.model_args.speaker_encoder_config_path = ""
     if voice == "thorsten":  # TTS cannot build a gruut voice without gruut: the checkpoint of its espeak twin
         loaded.phonemizer, loaded.phoneme_language = "espeak", "de"
-    resolve_side_files(loaded, config_path)
+    for_inference(loaded, config_path)
     torch.manual_seed(seed)
     model = lively(Vits(copy.deepcopy(loaded)))
     torch.save({"model": model.state_dict()}, checkpoint)

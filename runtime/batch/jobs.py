@@ -3,6 +3,7 @@ once, the errors file, and the synthesis of one item (the same function on a loc
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -39,13 +40,11 @@ class Item:
         """Relative to the output folder: ``wavs/00003/<safe id>.wav`` (1000 items a folder)."""
         safe = _UNSAFE.sub("_", self.id)[:120] or "_"
         if safe != self.id:  # two ids that clean to the same name must not share a file
-            safe += "-" + format(abs(hash_id(self.id)), "x")[:8]
+            safe += "-" + format(hash_id(self.id), "x")[:8]
         return f"{WAVS}/{self.index // SHARD_SIZE:05d}/{safe}.wav"
 
 
 def hash_id(text: str) -> int:
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 

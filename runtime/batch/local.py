@@ -6,6 +6,7 @@ may be what kills them), so a job always ends."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
@@ -45,7 +46,7 @@ def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, th
             pending = {}
             queue = iter(batches)
             try:
-                for batch in [b for _, b in zip(range(workers * 2), queue)]:
+                for batch in list(itertools.islice(queue, workers * 2)):  # two in flight per worker
                     pending[pool.submit(_speak, batch)] = batch
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
