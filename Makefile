@@ -42,7 +42,7 @@ demo: install
 	@echo "demo: play $(DEMO_DIR)/hello.wav (phoneme and word timings: $(DEMO_DIR)/hello.json)"
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The runtime and every int8 preset on emulated Raspberry Pi 4 and 5 (QEMU user mode, as root), compared with
 # x86; the aarch64 root filesystem and the models are cached in ~/.cache/vits-edge/arm. Exit 77: cannot emulate.

