@@ -19,8 +19,9 @@ TEXTS = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the da
          "Rice is often served in round bowls.", "The juice of lemons makes fine punch."]
 
 
-def batch(*args, wait=True, **kwargs):
-    cmd = [sys.executable, "-m", "runtime.batch", *map(str, args)]
+def batch(*args, wait=True, backend: str | None = "local", **kwargs):
+    """The CLI; ``backend`` None leaves it to choose (Ray when installed)."""
+    cmd = [sys.executable, "-m", "runtime.batch", *map(str, args), *(["--backend", backend] if backend else [])]
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)

@@ -13,6 +13,9 @@ word timings with ``--alignments``) and ``errors.jsonl`` (bad lines and items th
 reason). A re-run skips the ids already in the manifest: a killed job resumes without gaps or duplicates, and an
 item's noise comes from its id, so the result is the uninterrupted run's.
 
+Where: on Ray Data when Ray is installed (the ``cluster`` extra): a local instance, or the cluster at
+``--address``; else (or with ``--backend local``) on this machine's processes.
+
 Exit status: 0 every item spoken, 1 some failed (see errors.jsonl), 2 the job could not start.
 """
 
@@ -25,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.batch.jobs import ErrorLog, JobError, Manifest, Plan, Progress, read_input
+from runtime.batch.jobs import ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 logger = logging.getLogger("runtime.batch")
@@ -53,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-scales", type=_floats, default=[], help="expand over these noise scales")
     p.add_argument("--noise-ws", type=_floats, default=[], help="expand over these duration noise scales")
     p.add_argument("--alignments", action="store_true", help="record each item's phoneme and word timings")
-    p.add_argument("--workers", type=int, help="worker processes (default: cores / threads)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
+    p.add_argument("--backend", choices=("auto", "ray", "local"), default="auto",
+                   help="ray: Ray Data (the `cluster` extra); local: this machine's processes; auto (default): ray "
+                        "when it is installed")
+    p.add_argument("--address", help="join this Ray cluster (`auto`, or HOST:PORT from `ray start --head`); "
+                                     "without it Ray starts on this machine")
+    p.add_argument("--workers", type=int, help="worker processes or Ray actors (default: cores / threads)")
+    p.add_argument("--threads", type=int,
+                   help="onnxruntime threads per worker (default 1, or the cores shared out when --workers is given)")
     p.add_argument("--batch-size", type=int, default=8, help="items sent to a worker at a time")
     p.add_argument("--debug", action="store_true")
     return p
@@ -98,10 +107,27 @@ def plan_items(args, voices: dict[str, str]) -> tuple[list[dict], list[dict]]:
     return items, errors
 
 
+def choose_backend(asked: str, address: str | None) -> str:
+    from runtime.batch import cluster
+
+    if asked == "local":
+        if address:
+            raise JobError("--address joins a Ray cluster: it needs --backend ray (or auto)")
+        return "local"
+    if cluster.available():
+        return "ray"
+    if asked == "ray" or address:
+        raise JobError("Ray is not installed: pip install 'vits-edge[cluster]' (or run with --backend local)")
+    logger.warning("note: Ray is not installed (pip install 'vits-edge[cluster]' to run on Ray or a cluster): "
+                   "running on this machine's processes")
+    return "local"
+
+
 def run(args: argparse.Namespace) -> int:
     voices = voice_paths(args.voice)
-    if args.threads < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
+    if args.batch_size < 1 or any(n is not None and n < 1 for n in (args.threads, args.workers)):
         raise JobError("--threads, --workers and --batch-size must be at least 1")
+    backend = choose_backend(args.backend, args.address)
     items, bad_lines = plan_items(args, voices)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.out)
@@ -109,14 +135,24 @@ def run(args: argparse.Namespace) -> int:
     for record in bad_lines:
         errors.add(record)
     todo = [item for item in items if item["id"] not in manifest.done]
-    workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
-    logger.warning("%d items, %d already in %s, %d to speak (%d worker processes x %d threads)", len(items),
-                   len(items) - len(todo), manifest.path, len(todo), workers, args.threads)
-    progress = Progress(len(todo), len(items) - len(todo), lambda line: print(line, file=sys.stderr, flush=True))
-    from runtime.batch import local
+    job = {"voices": voices, "out": str(args.out.resolve()), "alignments": args.alignments,
+           "batch_size": args.batch_size}
+    if backend == "ray":
+        from runtime.batch import cluster
 
-    rows = local.run(todo, voices=voices, out=str(args.out.resolve()), workers=workers, threads=args.threads,
-                     alignments=args.alignments, batch_size=args.batch_size)
+        ray = cluster.connect(args.address)
+        workers, threads = shape(args.workers, args.threads, cluster.node_cpus(ray))
+        rows = cluster.run(todo, **job, workers=workers, threads=threads, ray=ray)
+        where = f"Ray actors on {len(cluster.node_cpus(ray))} node(s)"
+    else:
+        from runtime.batch import local
+
+        workers, threads = shape(args.workers, args.threads, [os.cpu_count() or 1])
+        rows = local.run(todo, **job, workers=workers, threads=threads)
+        where = "local worker processes"
+    logger.warning("%d items, %d already in %s, %d to speak (%d %s x %d threads)", len(items),
+                   len(items) - len(todo), manifest.path, len(todo), workers, where, threads)
+    progress = Progress(len(todo), len(items) - len(todo), lambda line: print(line, file=sys.stderr, flush=True))
     start = time.monotonic()
     try:
         for row in rows:

@@ -190,6 +190,18 @@ class ErrorLog:
         self._file.close()
 
 
+def shape(workers: int | None, threads: int | None, node_cpus: list[int]) -> tuple[int, int]:
+    """``(workers, threads per worker)`` from what was asked and the cores of each node: unless told, a worker a
+    core with one thread (whole items keep every core busy with no threads waiting on each other; on 2 cores two
+    workers and one worker of two threads measured within the noise: benchmarks/batch.py); given only workers,
+    each takes its share of the cores."""
+    if threads is None:
+        threads = 1 if workers is None else max(1, min(max(node_cpus), sum(node_cpus) // workers))
+    if workers is None:
+        workers = max(1, sum(cpus // threads for cpus in node_cpus))
+    return workers, threads
+
+
 class Progress:
     """Items per second and the time left, on stderr at most every ``every`` seconds."""
 
