@@ -76,7 +76,8 @@ def test_ray_job_resumes_survives_a_killed_actor_and_matches_the_local_pool(real
     sentences = dev_sentences()
     ids = [f"clip-{k:03d}" for k in range(240)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, "text": sentences[k % len(sentences)]}) + "\n"
-                                               for k, i in enumerate(ids)))
+                                               for k, i in enumerate(ids))
+                                       + json.dumps({"id": "blank", "text": " "}) + "\n")  # an item a worker refuses
     out = tmp_path / "ray"
     args = [tmp_path / "in.jsonl", "--voice", real_voice, "--out", out, "--workers", 2, "--batch-size", 4]
 
@@ -104,7 +105,9 @@ def test_ray_job_resumes_survives_a_killed_actor_and_matches_the_local_pool(real
         _, stderr = job.communicate(timeout=400)
     finally:
         job.kill()
-    assert job.returncode == 0, stderr
+    assert job.returncode == 1, stderr  # the blank item failed, said by the exit code and errors.jsonl
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [(e["id"], "empty text" in e["error"]) for e in errors] == [("blank", True)]
     assert f"{first} already in" in stderr and "Ray actors" in stderr and "items/s" in stderr
     rows = manifest(out)
     assert sorted(r["id"] for r in rows) == ids  # none lost, none twice
