@@ -133,10 +133,13 @@ def test_backend_choice_and_cluster_errors(exported, tmp_path):
     assert shape(3, None, [4, 4]) == (3, 2) and shape(2, 3, [2]) == (2, 3)
     voice = exported("char")
     (tmp_path / "in.txt").write_text("Hello.\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "errors.jsonl").write_text('{"id": "from the last run"}\n')
     start = time.monotonic()
     proc = batch(tmp_path / "in.txt", "--voice", voice, "--out", tmp_path / "out", "--address", "127.0.0.1:9", backend=None)
     assert proc.returncode == 2 and "could not join the Ray cluster at 127.0.0.1:9" in proc.stderr, proc.stderr
     assert time.monotonic() - start < 120
+    assert (tmp_path / "out" / "errors.jsonl").read_text() == '{"id": "from the last run"}\n'  # a failed start loses nothing
     proc = batch(tmp_path / "in.txt", "--voice", voice, "--out", tmp_path / "out", "--address", "auto")
     assert proc.returncode == 2 and "needs --backend ray" in proc.stderr
 

@@ -131,13 +131,10 @@ def run(args: argparse.Namespace) -> int:
     items, bad_lines = plan_items(args, voices)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.out)
-    errors = ErrorLog(args.out)
-    for record in bad_lines:
-        errors.add(record)
     todo = [item for item in items if item["id"] not in manifest.done]
     job = {"voices": voices, "out": str(args.out.resolve()), "alignments": args.alignments,
            "batch_size": args.batch_size}
-    if backend == "ray":
+    if backend == "ray" and todo:  # nothing left to speak: no Ray to start
         from runtime.batch import cluster
 
         ray = cluster.connect(args.address)
@@ -150,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
         workers, threads = shape(args.workers, args.threads, [os.cpu_count() or 1])
         rows = local.run(todo, **job, workers=workers, threads=threads)
         where = "local worker processes"
+    errors = ErrorLog(args.out)  # rewritten once the job can start: a failed start keeps the last run's record
+    for record in bad_lines:
+        errors.add(record)
     logger.warning("%d items, %d already in %s, %d to speak (%d %s x %d threads)", len(items),
                    len(items) - len(todo), manifest.path, len(todo), workers, where, threads)
     progress = Progress(len(todo), len(items) - len(todo), lambda line: print(line, file=sys.stderr, flush=True))
