@@ -24,7 +24,7 @@ def batch(*args, wait=True, backend: str | None = "local", **kwargs):
     cmd = [sys.executable, "-m", "runtime.batch", *map(str, args), *(["--backend", backend] if backend else [])]
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, **{"timeout": 300, **kwargs})
 
 
 def manifest(out: Path) -> list[dict]:
@@ -149,3 +149,26 @@ def test_a_killed_worker_and_an_interrupted_job_lose_and_double_nothing(exported
     by_id = {r["id"]: r for r in manifest(reference)}
     for row in rows:  # noise comes from each id: the same audio as the uninterrupted run
         assert (out / row["path"]).read_bytes() == (reference / by_id[row["id"]]["path"]).read_bytes(), row["id"]
+
+
+def broken_voice(voice: Path, folder: Path) -> Path:
+    """A copy of ``voice`` whose model files are cut short (a half-copied voice)."""
+    import shutil
+
+    shutil.copytree(voice, folder)
+    for model in folder.rglob("*.onnx"):
+        model.write_bytes(model.read_bytes()[:1000])
+    return folder
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_voice_no_worker_can_load_stops_the_job_with_the_reason(exported, tmp_path, backend):
+    if backend == "ray":
+        pytest.importorskip("ray")
+    voice = broken_voice(exported("char"), tmp_path / "broken")
+    (tmp_path / "in.txt").write_text("Hello.\nBye.\n")
+    proc = batch(tmp_path / "in.txt", "--voice", voice, "--out", tmp_path / "out", "--workers", 2, backend=backend,
+                 timeout=240)
+    assert proc.returncode == 2, proc.stderr
+    assert "could not load the voices" in proc.stderr and "could not be loaded" in proc.stderr
+    assert len(proc.stderr.splitlines()) < 20 and not manifest(tmp_path / "out")  # the reason, not pages of traceback
