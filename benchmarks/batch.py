@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import progress, sysinfo
+from benchmarks.results import stats, write
 from benchmarks.run import SENTENCES, read_sentences
 
 logger = logging.getLogger("benchmarks")
@@ -77,11 +77,6 @@ def run_job(key: str, items: Path, voice: Path, out: Path, batch_size: int) -> d
             "audio_s": round(audio, 1), "realtime": round(audio / job_s, 1)}
 
 
-def _stats(values: list[float]) -> dict | None:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3)} if values else None
-
-
 def measure(args) -> dict:
     count = args.items or (12 if args.quick else 200)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -115,11 +110,11 @@ def measure(args) -> dict:
         good = [row for row in runs[key] if row["ok"]]
         summary[key] = {"label": CONTENDERS[key][0], "runs": len(runs[key]), "failed": len(runs[key]) - len(good),
                         "notes": sorted({row["note"] for row in runs[key] if not row["ok"]}),
-                        "items_per_s": _stats([row["items_per_s"] for row in good]),
-                        "items_per_s_wall": _stats([row["items_per_s_wall"] for row in good]),
-                        "startup_s": _stats([row["wall_s"] - row["job_s"] for row in good]),
-                        "realtime": _stats([row["realtime"] for row in good]),
-                        "vs_one_worker": _stats(speedups[key])}
+                        "items_per_s": stats([row["items_per_s"] for row in good]),
+                        "items_per_s_wall": stats([row["items_per_s_wall"] for row in good]),
+                        "startup_s": stats([row["wall_s"] - row["job_s"] for row in good]),
+                        "realtime": stats([row["realtime"] for row in good]),
+                        "vs_one_worker": stats(speedups[key])}
     info = sysinfo.machine()
     return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": info,
             "machine_line": sysinfo.describe(info), "revision": sysinfo.git_revision(REPO), "voice": str(args.voice),
@@ -154,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     results = measure(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    text = report(results)
-    (args.out / "report.md").write_text(text, encoding="utf-8")
-    print(text)
+    write(args.out, results, report(results))
     return 0 if all(s["failed"] == 0 for s in results["summary"].values()) else 1
 
 

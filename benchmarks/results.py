@@ -21,6 +21,14 @@ def stats(values) -> dict | None:
     return {"median": float(np.median(arr)), "min": float(np.min(arr)), "max": float(np.max(arr)), "n": int(arr.size)}
 
 
+def write(out: Path, results: dict, report: str) -> None:
+    """``OUT/results.json`` and ``OUT/report.md`` (the report also printed): what every benchmark leaves."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(report, encoding="utf-8")
+    print(report)
+
+
 def sizes(contender) -> dict:
     """Model files on disk and the installed packages (and system packages) the contender needs."""
     files = {str(p): p.stat().st_size for p in contender.files if Path(p).is_file()}

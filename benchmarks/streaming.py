@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import statistics
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 
 from benchmarks import progress, sysinfo
 from benchmarks.contenders import BUILTIN_PIPER, find_piper_voice, read_sidecar
+from benchmarks.results import write
 from benchmarks.run import SENTENCES, read_sentences
 from benchmarks.worker import Worker, WorkerError
 from runtime import contract
@@ -321,11 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     results = measure(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    text = report(results)
-    (args.out / "report.md").write_text(text, encoding="utf-8")
-    print(text)
+    write(args.out, results, report(results))
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -27,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import progress, sysinfo
+from benchmarks.results import write
 from benchmarks.run import SENTENCES, read_sentences
 from benchmarks.streaming import LONG_SENTENCES, _piper
 from benchmarks.wyoming_servers import ServerProcess
@@ -178,11 +178,7 @@ def report(results: dict, args) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     results = measure(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results, args)
-    (args.out / "report.md").write_text(text)
-    print(text)
+    write(args.out, results, report(results, args))
     failed = [(label, name, mode) for label, per_text in results["summary"]["contenders"].items()
               for name, per_mode in per_text.items() for mode, m in per_mode.items() if m["ok"] < m["n"]]
     if failed:

@@ -85,8 +85,8 @@ def test_a_text_file_and_a_plan_over_speakers_and_scales(exported, tmp_path):
     check_wavs(out, rows)
 
 
-def _workers(pid: int) -> list[int]:
-    """The job's worker processes (children running multiprocessing's spawn_main)."""
+def processes(marker: bytes, parent: int | None = None) -> list[int]:
+    """Processes whose command line holds ``marker`` (children of ``parent`` when given), from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -95,9 +95,14 @@ def _workers(pid: int) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            if marker in cmdline and (parent is None or int(stat.rsplit(")", 1)[1].split()[1]) == parent):
                 found.append(int(entry.name))
     return found
+
+
+def _workers(pid: int) -> list[int]:
+    """The job's worker processes (children running multiprocessing's spawn_main)."""
+    return processes(b"spawn_main", parent=pid)
 
 
 def _wait_for(condition, timeout: float, what: str):

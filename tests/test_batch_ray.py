@@ -17,29 +17,16 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, dev_sentences
-from test_batch import _wait_for, batch, check_wavs, manifest
+from test_batch import _wait_for, batch, check_wavs, manifest, processes
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's processes in /proc")
 
 
-def _processes(marker: bytes) -> list[int]:
-    """Processes whose command line (Ray sets it to the actor's name) holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def _actors() -> list[int]:
     from runtime.batch.cluster import ACTOR_NAME
 
-    return _processes(ACTOR_NAME.encode())
+    return processes(ACTOR_NAME.encode())  # Ray sets it in the actor's command line
 
 
 def _listening_beyond_loopback(pids: set[int]) -> list[str]:

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.batch.jobs import ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
+from runtime.batch.jobs import FATAL, ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 logger = logging.getLogger("runtime.batch")
@@ -138,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
         from runtime.batch import cluster
 
         ray = cluster.connect(args.address)
-        workers, threads = shape(args.workers, args.threads, cluster.node_cpus(ray))
+        nodes = cluster.node_cpus(ray)
+        workers, threads = shape(args.workers, args.threads, nodes)
         rows = cluster.run(todo, **job, workers=workers, threads=threads, ray=ray)
-        where = f"Ray actors on {len(cluster.node_cpus(ray))} node(s)"
+        where = f"Ray actors on {len(nodes)} node(s)"
     else:
         from runtime.batch import local
 
@@ -156,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     try:
         for row in rows:
+            if FATAL in row:
+                hint = " (on a cluster, every node needs the voices at the same path)" if backend == "ray" else ""
+                raise JobError(f"a worker could not load the voices: {row[FATAL]}{hint}")
             if "error" in row:
                 errors.add(row)
                 progress.tick(False)

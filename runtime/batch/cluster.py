@@ -34,19 +34,12 @@ class VitsEdgeSpeaker:
     """One Ray Data actor: the voices loaded once, then batches of items (JSON strings) -> rows (JSON strings)."""
 
     def __init__(self, voices: dict[str, str], threads: int, out: str, alignments: bool):
-        self.failed = None
-        try:
-            self.speak = Speaker(voices, threads, out, alignments)
-        except Exception as exc:  # noqa: BLE001 (said to the driver, which stops the job: a failed actor
-            self.failed = f"{type(exc).__name__}: {exc}"  # would end it with a page of remote traceback)
+        self.speaker = Speaker(voices, threads, out, alignments)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        if self.failed is not None:
-            rows = [{"fatal": self.failed}]
-        else:
-            rows = [self.speak(json.loads(item)) for item in batch["item"]]
+        rows = self.speaker.batch([json.loads(item) for item in batch["item"]])
         return {"row": np.array([json.dumps(row, ensure_ascii=False) for row in rows], dtype=object)}
 
 
@@ -119,11 +112,7 @@ def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, th
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_cpus=threads)
     try:
         for row in spoken.iter_rows():
-            result = json.loads(row["row"])
-            if "fatal" in result:
-                raise JobError(f"a Ray worker could not load the voices: {result['fatal']} (on a cluster, every "
-                               f"node needs the voices at the same path)")
-            yield result
+            yield json.loads(row["row"])
     except ray.exceptions.RayError as exc:
         raise JobError(f"the Ray job failed: {exc}\n(on a cluster, every node needs vits-edge installed and the "
                        f"voices and --out at the same path; run the same command again to resume)") from exc

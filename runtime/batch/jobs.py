@@ -227,15 +227,30 @@ class Progress:
 
 
 # -- the work of one item, in a worker (a local process or a Ray actor) ------------------------------------------
+FATAL = "fatal"  # a result row's key when its worker could not load the voices: the driver stops the job
+
+
 class Speaker:
-    """The voices of a job, loaded once per worker process, and the synthesis of one item into its WAV."""
+    """The voices of a job, loaded once per worker (a local process or a Ray actor), and the synthesis of one item
+    into its WAV. A worker that cannot load the voices says why with every batch (``{FATAL: reason}``) instead of
+    dying: a dead worker is replaced and its batch sent again, which would never end."""
 
     def __init__(self, voices: dict[str, str], threads: int, out: str, alignments: bool = False):
         from runtime.voice import Voice
 
-        self.voices = {name: Voice.load(path, threads=threads) for name, path in voices.items()}
+        self.failed = None
+        try:
+            self.voices = {name: Voice.load(path, threads=threads) for name, path in voices.items()}
+        except Exception as exc:  # noqa: BLE001 (said to the driver, which stops the job with it)
+            self.failed = f"{type(exc).__name__}: {exc}"
         self.default = next(iter(voices))
         self.out, self.alignments = Path(out), alignments
+
+    def batch(self, items: list[dict]) -> list[dict]:
+        """A result row for each item, or one ``{FATAL: reason}`` row when the voices could not be loaded."""
+        if self.failed is not None:
+            return [{FATAL: self.failed}]
+        return [self(item) for item in items]
 
     def __call__(self, item: dict) -> dict:
         """A manifest row for ``item`` (its WAV written atomically), or ``{"id", "error"}``: never raises for a

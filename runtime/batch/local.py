@@ -13,31 +13,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from runtime.batch.jobs import JobError, Speaker
+from runtime.batch.jobs import FATAL, Speaker
 
 logger = logging.getLogger("runtime.batch")
 MAX_DEATHS = 3  # an item in flight when workers died this often is given up
 
 _speaker: Speaker | None = None
-_failed: str | None = None
-
-
-class WorkerStartError(RuntimeError):
-    """A worker could not load the job's voices: no item can be spoken, the job stops."""
 
 
 def _start(voices: dict[str, str], threads: int, out: str, alignments: bool) -> None:
-    global _speaker, _failed
-    try:
-        _speaker = Speaker(voices, threads, out, alignments)
-    except Exception as exc:  # noqa: BLE001 (said to the driver with the first batch: a failed initializer
-        _failed = f"{type(exc).__name__}: {exc}"  # would only break the pool, again and again)
+    global _speaker
+    _speaker = Speaker(voices, threads, out, alignments)
 
 
 def _speak(items: list[dict]) -> list[dict]:
-    if _failed is not None:
-        raise WorkerStartError(_failed)
-    return [_speaker(item) for item in items]
+    return _speaker.batch(items)
 
 
 def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, threads: int, alignments: bool,
@@ -61,15 +51,13 @@ def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, th
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        batch = pending[future]
-                        try:
-                            rows = future.result()  # BrokenProcessPool when a worker died
-                        except WorkerStartError as exc:
-                            raise JobError(f"a worker could not load the voices: {exc}") from None
+                        rows = future.result()  # BrokenProcessPool when a worker died: its batch still pending
                         del pending[future]
                         for row in rows:
-                            finished.add(row["id"])
                             yield row
+                            if FATAL in row:  # no worker can speak: the driver stops the job
+                                return
+                            finished.add(row["id"])
                         following = next(queue, None)
                         if following is not None:
                             pending[pool.submit(_speak, following)] = following
