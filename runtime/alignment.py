@@ -117,3 +117,22 @@ def _words(phonemes: list[PhonemeTiming], symbols: Symbols, candidates: list[lis
             break
     return [WordTiming("".join(p.symbol for p in run), text, run[0].start, run[-1].end)
             for run, text in zip(runs, texts)]
+
+
+class Timeline:
+    """The timings of a whole output, each sentence placed where it starts: called with every chunk as it is
+    written (``Voice.write_wav``'s ``on_chunk``, or a stream's loop), it counts the samples before each sentence."""
+
+    def __init__(self) -> None:
+        self.sentences: list[dict] = []
+        self.samples = 0
+
+    def __call__(self, chunk) -> None:
+        if chunk.alignment is not None:  # a sentence's first chunk carries its timings
+            entry = chunk.alignment.to_dict(offset=self.samples / chunk.sample_rate)
+            self.sentences.append({"text": chunk.text, **entry})
+        self.samples += len(chunk.audio)
+
+    def to_dict(self, sample_rate: int) -> dict:
+        return {"sample_rate": sample_rate, "samples": self.samples, "seconds": round(self.samples / sample_rate, 6),
+                "sentences": self.sentences}

@@ -24,6 +24,7 @@ length).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 
@@ -245,8 +246,6 @@ class Pacer:
     HEADROOM = 0.5  # the share of the audio in hand a chunk may take to decode
 
     def __init__(self, schedule: Schedule, frame_seconds: float, clock=None):
-        import time
-
         self.schedule = schedule
         self.frame_seconds = frame_seconds
         self.clock = clock or time.monotonic

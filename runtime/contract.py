@@ -43,12 +43,28 @@ TEXT_MODEL_SUFFIX = ".text.onnx"  # model.text.onnx: text in, audio out (a chara
 PIECES_DIR = "pieces"  # beside the models: pieces/<model stem>.<piece>.onnx
 PIECES = ("frontend", "flow", "vocoder")
 METADATA_KEY = "vits_edge"  # metadata_props key holding the whole sidecar as JSON
+# The sidecar's record of the folder's default model: {"model": "model.auto.onnx", "int8_class": "int8 dot-product"
+# or null when the plan computes nothing in int8}, written when a variant judged to sound the same is made
+# (runtime.config.default_model reads it)
+DEFAULT_KEY = "default"
 
 
 def piece_name(model_name: str, piece: str) -> str:
     """``model.auto.onnx``, ``vocoder`` -> ``pieces/model.auto.vocoder.onnx`` (relative to the voice folder)."""
     stem = model_name.removesuffix(".onnx")
     return f"{PIECES_DIR}/{stem}.{piece}.onnx"
+
+
+def variant_name(model_name: str) -> str:
+    """``model.onnx`` -> ``fp32``, ``model.auto.onnx`` -> ``auto``: how ``--variant`` names a folder's models."""
+    if model_name == MODEL_FILE:
+        return "fp32"
+    return model_name.removeprefix("model.").removesuffix(".onnx")
+
+
+def variant_file(variant: str) -> str:
+    """``fp32`` -> ``model.onnx``, ``auto`` -> ``model.auto.onnx``."""
+    return MODEL_FILE if variant == "fp32" else f"model.{variant}.onnx"
 
 
 def voice_models(voice_dir: Path) -> list[Path]:

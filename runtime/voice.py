@@ -20,16 +20,16 @@ import onnxruntime as ort
 from runtime import chunking, contract
 from runtime.alignment import Alignment, align
 from runtime.chunking import STREAM, WHOLE
-from runtime.config import SynthesisConfig, VoiceConfig, VoiceError, read_sidecar, resolve
-from runtime.pieces import Pieces
+from runtime.config import NothingToSay, SynthesisConfig, VoiceConfig, VoiceError, read_sidecar, resolve
+from runtime.pieces import Encoded, Pieces
 from runtime.sentences import iter_sentences
 from runtime.text import piper_tokenizer, tokenizer_from_spec
 from runtime.wav import atomic_wav, to_pcm16
 
-__all__ = ["STREAM", "WHOLE", "AudioChunk", "SynthesisConfig", "Voice", "VoiceConfig", "VoiceError"]
+__all__ = ["STREAM", "WHOLE", "AudioChunk", "NothingToSay", "Resolved", "SynthesisConfig", "Voice", "VoiceConfig",
+           "VoiceError"]
 
 logger = logging.getLogger(__name__)
-
 
 
 _ARENA: list[bool] = []
@@ -68,8 +68,33 @@ class AudioChunk:
         return to_pcm16(self.audio)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A SynthesisConfig resolved against one voice, once a call: every default filled in (``syn``), and the
+    graph inputs it becomes (the scales, the speaker's inputs, the language id), and the call's noise generator
+    (from ``seed``, else the voice's)."""
+
+    syn: SynthesisConfig  # no None left but for speaker (a single-speaker voice), seed and speaker_embedding
+    scales: np.ndarray  # float32 [3]: noise_scale, length_scale, noise_w (contract.SCALES)
+    speaker: dict[str, np.ndarray]  # contract.SPEAKER_INPUTS the voice takes; empty for a single speaker
+    langid: np.ndarray | None
+    rng: np.random.Generator
+
+    def feeds(self, ids: list[int]) -> dict[str, np.ndarray]:
+        """The whole graph's (or the frontend's) inputs for one utterance's ids."""
+        feeds = {contract.INPUT: np.asarray([ids], dtype=np.int64),
+                 contract.INPUT_LENGTHS: np.asarray([len(ids)], dtype=np.int64),
+                 contract.SCALES: self.scales, **self.speaker}
+        if self.langid is not None:
+            feeds[contract.LANGID] = self.langid
+        return feeds
+
+
 class Voice:
-    """Text -> sentences -> ids -> audio (in chunks when the voice has its streaming pieces)."""
+    """Text -> sentences -> ids -> audio (in chunks when the voice has its streaming pieces).
+
+    Every synthesis takes a ``SynthesisConfig`` (``syn_config=``; ``None`` fields are the voice's defaults) and,
+    as conveniences, its fields as keywords (``speaker="bob", length_scale=1.1``), which override it."""
 
     def __init__(self, session: ort.InferenceSession | None, config: VoiceConfig, *, pieces: Pieces | None = None,
                  espeak_data: str | None = None):
@@ -78,6 +103,7 @@ class Voice:
         self.session = session
         self.pieces = pieces
         self.config = config
+        self.model_path: Path | None = None  # the file it speaks (Voice.load sets it)
         self.input_names = pieces.input_names if pieces else {i.name for i in session.get_inputs()}
         self.output_names = [] if session is None else [o.name for o in session.get_outputs()]
         if config.source == "piper":
@@ -85,20 +111,24 @@ class Voice:
         else:
             self.tokenizer = tokenizer_from_spec(config.tokenizer, espeak_data=espeak_data)
         self._rng = np.random.default_rng()
-        # every speaker by its exact name and by its label (VoiceConfig.speaker_labels), looked up per sentence
+        # every speaker by its exact name and by its label (VoiceConfig.speaker_labels)
         self._speaker_names = {**config.speaker_labels(), **config.speakers}
         self._warned_whole = False
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, threads: int | None = None, providers: list[str] | None = None,
-             session_options: ort.SessionOptions | None = None, espeak_data: str | None = None,
-             streaming: bool = True) -> Voice:
+    def load(cls, path: str | os.PathLike, *, variant: str | None = None, threads: int | None = None,
+             providers: list[str] | None = None, session_options: ort.SessionOptions | None = None,
+             espeak_data: str | None = None, streaming: bool = True) -> Voice:
         """Load a voice folder, or a ``.onnx`` file with its ``.onnx.json`` beside it.
 
-        With ``streaming`` (the default) a model that has streaming pieces is run in pieces (and its whole
-        graph is not loaded); ``streaming=False`` runs the whole graph.
+        A folder speaks its default model (``runtime.config.default_model``: the variant ``quantize`` made its
+        default, where this CPU is of the class it was planned for, else ``model.onnx``), or the one ``variant``
+        names (``"fp32"``, ``"auto"``, ``"static"``...); ``voice.model_path`` says which. With ``streaming`` (the
+        default) a model that has streaming pieces is run in pieces (and its whole graph is not loaded);
+        ``streaming=False`` runs the whole graph.
         """
-        model, sidecar = resolve(Path(path))
+        model, sidecar, why = resolve(Path(path), variant)
+        logger.debug("speaking %s (%s)", model, why)
         config = read_sidecar(sidecar)
         options = session_options
         if options is None:
@@ -134,12 +164,15 @@ class Voice:
             except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
                 raise VoiceError(f"the streaming pieces of {model} could not be loaded ({exc}); re-create them "
                                  f"with `python -m exporter split {model.parent}`") from exc
-            return cls(None, config, pieces=pieces, espeak_data=espeak_data)
-        try:
-            session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
-            raise VoiceError(f"voice model {model} could not be loaded by onnxruntime: {exc}") from exc
-        return cls(session, config, espeak_data=espeak_data)
+            voice = cls(None, config, pieces=pieces, espeak_data=espeak_data)
+        else:
+            try:
+                session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+                raise VoiceError(f"voice model {model} could not be loaded by onnxruntime: {exc}") from exc
+            voice = cls(session, config, espeak_data=espeak_data)
+        voice.model_path = model
+        return voice
 
     @classmethod
     def from_session(cls, session: ort.InferenceSession, config: VoiceConfig | dict, **kwargs) -> Voice:
@@ -182,7 +215,7 @@ class Voice:
         """The length of the speaker embedding a d-vector voice accepts (``speaker_embedding=``); 0 for others."""
         return self.config.d_vector_dim if contract.SPEAKER_EMBEDDING in self.input_names else 0
 
-    def speaker_feeds(self, syn: SynthesisConfig) -> dict[str, np.ndarray]:
+    def _speaker_inputs(self, syn: SynthesisConfig) -> dict[str, np.ndarray]:
         """The speaker inputs (``contract.SPEAKER_INPUTS``) for ``syn``: a speaker's id, or a d-vector voice's
         caller-given embedding (sid -1); empty for a single-speaker voice."""
         embedding = syn.speaker_embedding
@@ -218,63 +251,66 @@ class Voice:
             raise VoiceError(f"unknown language {language!r}; this voice has: {', '.join(languages)}")
         return language, languages[language]
 
+    def resolve(self, syn_config: SynthesisConfig | None = None, **settings) -> Resolved:
+        """``syn_config`` (with ``settings`` on top) against this voice: its defaults filled in, the speaker and
+        language checked (a VoiceError says what this voice has), and the graph inputs they become."""
+        if syn_config is not None and not isinstance(syn_config, SynthesisConfig):
+            raise TypeError(f"syn_config must be a SynthesisConfig, not {type(syn_config).__name__} (speaker, "
+                            f"scales and seed are keywords: speaker=..., length_scale=...)")
+        syn = SynthesisConfig.of(syn_config, **settings)
+        c = self.config
+        speaker = self._speaker_inputs(syn)
+        language, langid = self.language_id(syn.language)
+        syn = syn.updated(language=language, noise_scale=c.noise_scale if syn.noise_scale is None else None,
+                          length_scale=c.length_scale if syn.length_scale is None else None,
+                          noise_w=c.noise_w if syn.noise_w is None else None)
+        scales = np.array([syn.noise_scale, syn.length_scale, syn.noise_w], dtype=np.float32)
+        rng = self._rng if syn.seed is None else np.random.default_rng(syn.seed)
+        return Resolved(syn, scales, speaker, None if langid is None else np.asarray([langid], dtype=np.int64), rng)
+
     # -- the inner steps --------------------------------------------------------------------------
     def text_to_ids(self, text: str, language: str | None = None) -> list[int]:
         return self.tokenizer.text_to_ids(text, language=language)
 
-    def _scales(self, syn: SynthesisConfig) -> np.ndarray:
-        c = self.config
-        return np.array([
-            c.noise_scale if syn.noise_scale is None else syn.noise_scale,
-            c.length_scale if syn.length_scale is None else syn.length_scale,
-            c.noise_w if syn.noise_w is None else syn.noise_w,
-        ], dtype=np.float32)
+    def feeds(self, ids: list[int], syn_config: SynthesisConfig | None = None) -> dict[str, np.ndarray]:
+        """The graph's inputs for one utterance's ids (the exporter calibrates and checks pieces with them)."""
+        return self.resolve(syn_config).feeds(ids)
 
-    def _feeds(self, ids: list[int], syn: SynthesisConfig) -> dict[str, np.ndarray]:
-        feeds = {
-            contract.INPUT: np.asarray([ids], dtype=np.int64),
-            contract.INPUT_LENGTHS: np.asarray([len(ids)], dtype=np.int64),
-            contract.SCALES: self._scales(syn),
-        }
-        feeds.update(self.speaker_feeds(syn))
-        _, langid = self.language_id(syn.language)
-        if langid is not None:
-            feeds[contract.LANGID] = np.asarray([langid], dtype=np.int64)
-        return feeds
-
-    def ids_to_audio(self, ids: list[int], syn: SynthesisConfig | None = None) -> np.ndarray:
+    def ids_to_audio(self, ids: list[int], syn_config: SynthesisConfig | None = None) -> np.ndarray:
         """Run the model on one utterance's ids; returns float32 samples."""
-        syn = syn or SynthesisConfig()
+        return self._audio(ids, self.resolve(syn_config))
+
+    def ids_to_stream(self, ids: list[int], syn_config: SynthesisConfig | None = None,
+                      chunker: chunking.Schedule | chunking.Pacer = STREAM) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """``(sample offset, audio, last)`` chunks of one utterance, each as soon as it is decoded, sized by
+        ``chunker`` (a fixed ``Schedule``, or a ``Pacer``). A voice without streaming pieces gives the whole
+        utterance as one chunk (and says so once)."""
+        return self._chunks_of(ids, self.resolve(syn_config), chunker)
+
+    def _audio(self, ids: list[int], call: Resolved) -> np.ndarray:
         if not ids:
             return np.zeros(0, dtype=np.float32)
         if self.pieces is not None:
-            parts = [audio for _, audio, _ in self.ids_to_stream(ids, syn, WHOLE)]
+            parts = [audio for _, audio, _ in self._chunks_of(ids, call, WHOLE)]
             return np.concatenate(parts).astype(np.float32, copy=False)
-        outputs = self.session.run(None, self._feeds(ids, syn))
+        outputs = self.session.run(None, call.feeds(ids))
         audio = outputs[0].reshape(-1)
         if len(outputs) > 1 and contract.OUTPUT_LENGTHS in self.output_names:
             audio = audio[: int(outputs[1].reshape(-1)[0])]
         return audio.astype(np.float32, copy=False)
 
-    def ids_to_stream(self, ids: list[int], syn: SynthesisConfig | None = None,
-                      chunker: chunking.Schedule | chunking.Pacer = STREAM, *, rng: np.random.Generator | None = None,
-                      encoded=None) -> Iterator[tuple[int, np.ndarray, bool]]:
-        """``(sample offset, audio, last)`` chunks of one utterance, each as soon as it is decoded, sized by
-        ``chunker`` (a fixed ``Schedule``, or a ``Pacer``). A voice without streaming pieces gives the whole
-        utterance as one chunk (and says so once)."""
-        syn = syn or SynthesisConfig()
+    def _chunks_of(self, ids: list[int], call: Resolved, chunker, encoded: Encoded | None = None
+                   ) -> Iterator[tuple[int, np.ndarray, bool]]:
         if not ids:
             return
         if self.pieces is None:
             self._say_whole()
-            yield 0, self.ids_to_audio(ids, syn), True
+            yield 0, self._audio(ids, call), True
             return
-        if rng is None:
-            rng = self._rng if syn.seed is None else np.random.default_rng(syn.seed)
         if encoded is None:
-            encoded = self.pieces.encode(self._feeds(ids, syn), rng)
-        latents = self.pieces.latents(encoded, float(self._scales(syn)[0]), rng)
-        yield from self.pieces.stream(latents, chunker, self.speaker_feeds(syn))
+            encoded = self.pieces.encode(call.feeds(ids), call.rng)
+        latents = self.pieces.latents(encoded, float(call.scales[0]), call.rng)
+        yield from self.pieces.stream(latents, chunker, call.speaker)
 
     def _say_whole(self) -> None:
         if not self._warned_whole:
@@ -282,40 +318,37 @@ class Voice:
                            "`python -m exporter split VOICE`)")
             self._warned_whole = True
 
-    def alignment(self, sentence: str, ids: list[int], encoded, language: str | None = None) -> Alignment:
+    def alignment(self, sentence: str, ids: list[int], encoded: Encoded, language: str | None = None) -> Alignment:
         frames = encoded.durations.tolist()
         # words as written when the phonemes have as many, else as the cleaners left them ("3:30" -> "three thirty")
         return align(ids, frames, self.tokenizer.symbols(), self.pieces.hop_length, self.sample_rate,
                      encoded.frames * self.pieces.hop_length, [sentence.split(), self.tokenizer.words(sentence, language)])
 
     # -- text to audio ----------------------------------------------------------------------------
-    def stream(self, text: str | Iterable[str], speaker: str | int | None = None,
-               length_scale: float | None = None, noise_scale: float | None = None, noise_w: float | None = None,
-               language: str | None = None, *, schedule: chunking.Schedule = STREAM, paced: bool = True,
-               alignments: bool = False, seed: int | None = None, speaker_embedding=None) -> Iterator[AudioChunk]:
+    def stream(self, text: str | Iterable[str], syn_config: SynthesisConfig | None = None, *,
+               schedule: chunking.Schedule = STREAM, paced: bool = True, alignments: bool = False,
+               **settings) -> Iterator[AudioChunk]:
         """Yield audio as it is made: chunks of each sentence, each knowing its sentence and sample offset.
 
-        The first chunk is ``schedule.first_frames`` long; then (``paced``) each chunk is as large as the
-        audio already made pays for, assuming it is played as it comes (``chunking.Pacer``), within the
-        schedule's growth and largest chunk; ``paced=False`` follows the schedule as it is. With
-        ``alignments`` the first chunk of every sentence carries the sentence's phoneme and word timings.
-        ``text`` may be a string or an iterable of lines (a file, stdin): only the current sentence is
-        held in memory. A voice without streaming pieces gives whole sentences (and says so once).
-        ``speaker_embedding``: a d-vector voice speaks as this d-vector (``d_vector_dim`` numbers, e.g. from the
-        speaker encoder its speakers.json came from) instead of a named speaker."""
-        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed, speaker_embedding)
+        ``syn_config`` (and ``settings``, its fields as keywords: ``speaker``, ``language``, ``length_scale``,
+        ``noise_scale``, ``noise_w``, ``seed``, ``speaker_embedding``) say how to speak. The first chunk is
+        ``schedule.first_frames`` long; then (``paced``) each chunk is as large as the audio already made pays for,
+        assuming it is played as it comes (``chunking.Pacer``), within the schedule's growth and largest chunk;
+        ``paced=False`` follows the schedule as it is. With ``alignments`` the first chunk of every sentence carries
+        the sentence's phoneme and word timings. ``text`` may be a string or an iterable of lines (a file, stdin):
+        only the current sentence is held in memory. A voice without streaming pieces gives whole sentences (and
+        says so once)."""
+        call = self.resolve(syn_config, **settings)  # a bad speaker or language fails here, before any work
         chunker = schedule
         if paced and self.pieces is not None:
             chunker = chunking.Pacer(schedule, self.pieces.hop_length / self.sample_rate)
-        return self._chunks(text, syn, chunker, alignments, whole_ok=False)
+        return self._chunks(text, call, chunker, alignments, whole_ok=False)
 
-    def _chunks(self, text, syn: SynthesisConfig, chunker, alignments: bool, whole_ok: bool) -> Iterator[AudioChunk]:
-        self.speaker_feeds(syn)  # fail on a bad speaker before any work
-        language, _ = self.language_id(syn.language)
+    def _chunks(self, text, call: Resolved, chunker, alignments: bool, whole_ok: bool) -> Iterator[AudioChunk]:
         if alignments and self.pieces is None:
             raise VoiceError("phoneme timings need the voice's streaming pieces, which this voice lacks: re-export "
                              "it, or run `python -m exporter split VOICE` on it")
-        rng = self._rng if syn.seed is None else np.random.default_rng(syn.seed)
+        language = call.syn.language
         lines = text.splitlines() if isinstance(text, str) else text
         for index, sentence in enumerate(iter_sentences(lines)):
             ids = self.text_to_ids(sentence, language=language)
@@ -326,24 +359,26 @@ class Voice:
             if self.pieces is None:
                 if not whole_ok:
                     self._say_whole()
-                parts = iter([(0, self.ids_to_audio(ids, syn), True)])
+                parts = iter([(0, self._audio(ids, call), True)])
             else:
-                encoded = self.pieces.encode(self._feeds(ids, syn), rng)
+                encoded = self.pieces.encode(call.feeds(ids), call.rng)
                 if alignments:
                     timing = self.alignment(sentence, ids, encoded, language)
-                parts = self.ids_to_stream(ids, syn, chunker, rng=rng, encoded=encoded)
+                parts = self._chunks_of(ids, call, chunker, encoded)
             for offset, audio, last in parts:
                 yield AudioChunk(sentence, audio.astype(np.float32, copy=False), self.sample_rate, index, offset,
                                  last, timing if offset == 0 else None)
 
-    def synthesize(self, text: str | Iterable[str], speaker: str | int | None = None,
-                   length_scale: float | None = None, noise_scale: float | None = None,
-                   noise_w: float | None = None, language: str | None = None, *, alignments: bool = False,
-                   seed: int | None = None, speaker_embedding=None) -> Iterator[AudioChunk]:
+    def synthesize(self, text: str | Iterable[str], syn_config: SynthesisConfig | None = None, *,
+                   alignments: bool = False, **settings) -> Iterator[AudioChunk]:
         """Yield one ``AudioChunk`` per sentence, each as soon as it is ready (see ``stream`` for the rest)."""
-        syn = SynthesisConfig(speaker, language, length_scale, noise_scale, noise_w, seed, speaker_embedding)
+        chunks = self._chunks(text, self.resolve(syn_config, **settings), WHOLE, alignments, whole_ok=True)
+        return self._sentences(chunks)
+
+    @staticmethod
+    def _sentences(chunks: Iterator[AudioChunk]) -> Iterator[AudioChunk]:
         sentence: list[AudioChunk] = []
-        for chunk in self._chunks(text, syn, WHOLE, alignments, whole_ok=True):
+        for chunk in chunks:
             sentence.append(chunk)
             if chunk.final:
                 first = sentence[0]
@@ -351,20 +386,21 @@ class Voice:
                 yield AudioChunk(first.text, audio, first.sample_rate, first.sentence, 0, True, first.alignment)
                 sentence = []
 
-    def synthesize_wav(self, text: str | Iterable[str], path: str | os.PathLike, *, stream: bool = True,
-                       on_chunk=None, **kwargs) -> Path:
+    def synthesize_wav(self, text: str | Iterable[str], path: str | os.PathLike,
+                       syn_config: SynthesisConfig | None = None, *, stream: bool = True, alignments: bool = False,
+                       on_chunk=None, **settings) -> Path:
         """Write all of ``text`` to a 16-bit mono WAV, chunk by chunk as each is made (``stream=False``:
         sentence by sentence), atomically: the file appears complete or not at all. A file is read when it
         is complete, so its chunks are WHOLE's (fixed: memory stays flat, nothing is decoded twice)."""
         if stream and self.streams:
-            chunks = self.stream(text, schedule=WHOLE, paced=False, **kwargs)
+            chunks = self.stream(text, syn_config, schedule=WHOLE, paced=False, alignments=alignments, **settings)
         else:
-            chunks = self.synthesize(text, **kwargs)
+            chunks = self.synthesize(text, syn_config, alignments=alignments, **settings)
         return self.write_wav(chunks, path, on_chunk=on_chunk)
 
     def write_wav(self, chunks: Iterable[AudioChunk], path: str | os.PathLike, *, on_chunk=None) -> Path:
         """Write ``chunks`` (from ``stream`` or ``synthesize``) to a WAV as they come; ``on_chunk`` is called
-        with each one written (for timings, progress). Nothing to write is a VoiceError, and no file."""
+        with each one written (for timings, progress). Nothing to write is ``NothingToSay``, and no file."""
         path = Path(path)
         with atomic_wav(path, self.sample_rate) as wav:
             spoken = 0
@@ -374,5 +410,5 @@ class Voice:
                 if on_chunk is not None:
                     on_chunk(chunk)
             if spoken == 0:
-                raise VoiceError("no text to speak: the text is empty or has nothing this voice can say")
+                raise NothingToSay("no text to speak: the text is empty or has nothing this voice can say")
         return path

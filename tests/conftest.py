@@ -57,7 +57,7 @@ def quantized(exported, tmp_path_factory):
     """The tiny character voice with its dynamic and static int8 variants beside model.onnx."""
     import shutil
 
-    from exporter.quant import quantize_voice
+    from exporter.quant.quantize import quantize_voice
 
     folder = tmp_path_factory.mktemp("quant") / "voice"
     shutil.copytree(exported("char"), folder)

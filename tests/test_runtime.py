@@ -236,3 +236,107 @@ def test_phoneme_voice_speaks(exported, tmp_path):
     proc = cli("-m", exported("phoneme"), "The meeting starts at 3:30 PM.", "--output", tmp_path / "p.wav")
     assert proc.returncode == 0, proc.stderr.decode()
     assert read_wav(tmp_path / "p.wav")[1].size > 0
+
+
+# -- one settings object, from every front door ----------------------------------------------------------------
+def test_syn_config_and_keywords_are_one_thing(exported):
+    """``syn_config=`` and the keyword conveniences say the same; a keyword overrides the config's field, a None
+    keyword leaves it; a misspelt setting, or a positional speaker (the old signature), is a TypeError."""
+    from runtime.config import SynthesisConfig
+
+    voice = Voice.load(exported("speakers"))
+    syn = SynthesisConfig(speaker="bob", noise_scale=0.0, noise_w=0.0, length_scale=1.3)
+    by_config = next(voice.synthesize("Hello there.", syn)).audio
+    by_keywords = next(voice.synthesize("Hello there.", speaker="bob", noise_scale=0, noise_w=0,
+                                        length_scale=1.3)).audio
+    np.testing.assert_array_equal(by_config, by_keywords)
+    overridden = next(voice.synthesize("Hello there.", syn, length_scale=1.0, speaker=None)).audio
+    assert len(overridden) < len(by_config)  # length_scale overridden, the speaker kept
+    np.testing.assert_array_equal(overridden, next(voice.synthesize(
+        "Hello there.", SynthesisConfig(speaker="bob", noise_scale=0.0, noise_w=0.0))).audio)
+    with pytest.raises(TypeError, match="length_scal"):
+        voice.synthesize("Hello.", lenght_scale=1.2)
+    with pytest.raises(TypeError, match="syn_config must be a SynthesisConfig"):
+        voice.synthesize("Hello.", "bob")
+    resolved = voice.resolve(syn)  # the voice's defaults, filled in once
+    assert (resolved.syn.speaker, resolved.syn.length_scale) == ("bob", 1.3)
+    assert resolved.syn.noise_scale == 0.0 and voice.resolve().syn.noise_scale == voice.config.noise_scale
+    assert int(resolved.speaker[contract.SID][0]) == 1
+
+
+def test_every_front_door_takes_the_same_synthesis_flags():
+    """One function adds the synthesis flags: the CLI, the server and the batch job spell each the same way."""
+    import argparse
+
+    from runtime.batch.__main__ import build_parser as batch_parser
+    from runtime.config import SynthesisConfig, add_synthesis_flags, synthesis_from_args
+    from runtime.serve.__main__ import build_parser as serve_parser
+    from runtime.synthesize import build_parser as cli_parser
+
+    def flags(parser):
+        return {s for a in parser._actions for s in a.option_strings}
+
+    common = {"--speaker", "--length-scale", "--noise-scale", "--noise-w", "--noise-w-scale"}
+    assert common <= flags(cli_parser()) and common <= flags(serve_parser()) and common <= flags(batch_parser())
+    assert {"--seed", "--speaker-embedding", "--language"} <= flags(cli_parser())
+    parser = argparse.ArgumentParser()
+    add_synthesis_flags(parser)
+    args = parser.parse_args(["--noise-w-scale", "0.5", "-s", "bob", "--length-scale", "1.2"])
+    assert synthesis_from_args(args) == SynthesisConfig(speaker="bob", length_scale=1.2, noise_w=0.5)
+
+
+# -- one voice folder, one model, at every front door ------------------------------------------------------------
+def _with_default(quantized, tmp_path, model: str, int8_class: str | None):
+    folder = tmp_path / "voice"
+    shutil.copytree(quantized, folder)
+    sidecar_path = contract.sidecar_path(folder / contract.MODEL_FILE)
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar[contract.DEFAULT_KEY] = {"model": model, "int8_class": int8_class}
+    sidecar_path.write_text(json.dumps(sidecar))
+    return folder
+
+
+def test_a_folder_speaks_its_default_at_every_front_door(quantized, tmp_path):
+    """The variant the sidecar makes the folder's default is what Voice.load, the CLI, the Wyoming server and the
+    batch job speak, and each says which; --variant chooses another, fp32 by name."""
+    from runtime import cpu
+    from runtime.serve import catalog
+
+    folder = _with_default(quantized, tmp_path, "model.static.onnx", cpu.int8_class())
+    static = folder / "model.static.onnx"
+    assert Voice.load(folder).model_path == static
+    assert Voice.load(folder, variant="fp32").model_path == folder / contract.MODEL_FILE
+    assert Voice.load(folder, variant="dynamic").model_path == folder / "model.dynamic.onnx"
+    assert catalog.entry(folder).model == static and catalog.entry(folder, variant="fp32").model.name == "model.onnx"
+    debug = cli("-m", folder, "Hello.", "--output", tmp_path / "d.wav", "--debug")
+    assert debug.returncode == 0 and f"speaking {static}".encode() in debug.stderr
+    fp32 = cli("-m", folder, "--variant", "fp32", "Hello.", "--output", tmp_path / "f.wav", "--debug")
+    assert fp32.returncode == 0 and f"speaking {folder / contract.MODEL_FILE}".encode() in fp32.stderr
+    (tmp_path / "items.txt").write_text("Hello there.\n")
+    batch = subprocess.run([sys.executable, "-m", "runtime.batch", str(tmp_path / "items.txt"), "--voice", str(folder),
+                            "--out", str(tmp_path / "out"), "--backend", "local", "--workers", "1"],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert batch.returncode == 0 and "voice: model.static.onnx" in batch.stderr, batch.stderr
+    with pytest.raises(FileNotFoundError, match="it has: fp32, dynamic, static"):
+        Voice.load(folder, variant="auto")
+    with pytest.raises(VoiceError, match="give the folder"):
+        Voice.load(static, variant="fp32")
+
+
+def test_a_default_planned_for_another_cpu_class_is_not_forced_on_this_one(quantized, tmp_path):
+    from runtime import cpu
+    from runtime.config import default_model, read_sidecar
+    from runtime.serve import catalog
+
+    other = cpu.NO_DOT if cpu.int8_class() == cpu.DOT else cpu.DOT
+    folder = _with_default(quantized, tmp_path, "model.static.onnx", other)
+    name, why = default_model(folder, read_sidecar(contract.sidecar_path(folder / contract.MODEL_FILE)))
+    assert name == contract.MODEL_FILE and f"planned for {other} CPUs" in why and "--variant static" in why
+    assert Voice.load(folder).model_path.name == contract.MODEL_FILE
+    assert catalog.entry(folder).model.name == contract.MODEL_FILE
+    assert Voice.load(folder, variant="static").model_path.name == "model.static.onnx"  # asked for by name
+    # weight storage only runs fp32's kernels: a default for every CPU
+    folder = _with_default(quantized, tmp_path / "any", "model.dynamic.onnx", None)
+    assert Voice.load(folder).model_path.name == "model.dynamic.onnx"
+    # a folder without a default speaks model.onnx, whatever variants it holds
+    assert Voice.load(quantized).model_path.name == contract.MODEL_FILE

@@ -453,7 +453,7 @@ def test_systemd_unit_runs_the_documented_command():
     argv = exec_start.removeprefix("ExecStart=").split()
     assert argv[1:3] == ["-m", "runtime.serve"]
     args = build_parser().parse_args(argv[3:])
-    uri = urlparse(args.uri)  # every interface, as the README says (Home Assistant is usually elsewhere)
+    uri = urlparse(args.uri)  # every interface, as docs/wyoming.md says (Home Assistant is usually elsewhere)
     assert uri.scheme == "tcp" and ipaddress.ip_address(uri.hostname).is_unspecified and uri.port == 10200
     assert args.voice
     assert "Restart=" in unit and "User=" in unit

@@ -40,8 +40,8 @@ def whole_and_pieces(folder):
 
 
 def latents_of(voice, ids, syn=ZERO):
-    feeds = voice._feeds(ids, syn)
-    return voice.pieces.latents(voice.pieces.encode(feeds), 0.0), voice.speaker_feeds(syn)
+    call = voice.resolve(syn)
+    return voice.pieces.latents(voice.pieces.encode(call.feeds(ids)), 0.0), call.speaker
 
 
 # -- exact chunked decoding ----------------------------------------------------------------------

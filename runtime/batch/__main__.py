@@ -28,7 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.batch import cluster, local
 from runtime.batch.jobs import FATAL, ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
+from runtime.config import UsageError, VoiceError, add_synthesis_flags, read_sidecar, resolve, synthesis_from_args
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 logger = logging.getLogger("runtime.batch")
@@ -51,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice", action="append", required=True, metavar="[NAME=]PATH",
                    help="a voice folder; repeat for several (an item's \"voice\" names one; the first is the default)")
     p.add_argument("--out", type=Path, required=True, help="output folder (made if missing; a re-run resumes)")
+    p.add_argument("--variant", help="which model of each voice folder: fp32 (model.onnx), auto (model.auto.onnx), "
+                                     "...; default: the folder's own default")
+    add_synthesis_flags(p, ("speaker", "language", "length_scale", "noise_scale", "noise_w"),
+                        helps={"speaker": "speaker of the items that name none (no id suffix; --speakers expands)"})
     p.add_argument("--speakers", help="expand every item over these speakers: 'all' or names/ids separated by commas")
     p.add_argument("--length-scales", type=_floats, default=[], help="expand over these length scales (0.9,1,1.1)")
     p.add_argument("--noise-scales", type=_floats, default=[], help="expand over these noise scales")
@@ -85,16 +91,25 @@ def voice_paths(specs: list[str]) -> dict[str, str]:
 
 def plan_items(args, voices: dict[str, str]) -> tuple[list[dict], list[dict]]:
     """The job's items (expanded by the plan, each with its index) and the bad input lines."""
-    from runtime.config import read_sidecar, resolve
-
     lines, errors = read_input(args.input)
+    for flag, grid in (("speaker", "speakers"), ("length_scale", "length_scales"), ("noise_scale", "noise_scales"),
+                       ("noise_w", "noise_ws")):
+        if getattr(args, flag) is not None and getattr(args, grid):
+            raise JobError(f"--{flag.replace('_', '-')} and --{grid.replace('_', '-')} say the same thing: give one")
+    try:
+        defaults = synthesis_from_args(args)
+    except UsageError as exc:
+        raise JobError(str(exc)) from exc
     speakers = []
     if args.speakers == "all":
-        speakers = list(read_sidecar(resolve(Path(next(iter(voices.values()))))[1]).speaker_labels())
+        try:
+            speakers = list(read_sidecar(resolve(Path(next(iter(voices.values()))))[1]).speaker_labels())
+        except (OSError, VoiceError) as exc:
+            raise JobError(f"--speakers all: {exc}") from exc
         if not speakers:
             raise JobError("--speakers all: the voice has a single speaker")
     plan = Plan("all" if args.speakers == "all" else [s for s in (args.speakers or "").split(",") if s] or None,
-                args.length_scales, args.noise_scales, args.noise_ws)
+                args.length_scales, args.noise_scales, args.noise_ws, defaults)
     items, seen = [], {}
     for number, item in lines:
         for expanded in plan.expand(item, speakers):
@@ -108,8 +123,6 @@ def plan_items(args, voices: dict[str, str]) -> tuple[list[dict], list[dict]]:
 
 
 def choose_backend(asked: str, address: str | None) -> str:
-    from runtime.batch import cluster
-
     if asked == "local":
         if address:
             raise JobError("--address joins a Ray cluster: it needs --backend ray (or auto)")
@@ -129,30 +142,31 @@ def run(args: argparse.Namespace) -> int:
         raise JobError("--threads, --workers and --batch-size must be at least 1")
     backend = choose_backend(args.backend, args.address)
     items, bad_lines = plan_items(args, voices)
+    try:  # which model of each voice the workers will speak (they load them the same way)
+        models = {name: resolve(Path(path), args.variant)[0].name for name, path in voices.items()}
+    except (OSError, ValueError) as exc:
+        raise JobError(f"{exc}") from exc
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.out)
     todo = [item for item in items if item["id"] not in manifest.done]
     job = {"voices": voices, "out": str(args.out.resolve()), "alignments": args.alignments,
-           "batch_size": args.batch_size}
+           "variant": args.variant, "batch_size": args.batch_size}
     if backend == "ray" and todo:  # nothing left to speak: no Ray to start
-        from runtime.batch import cluster
-
         ray = cluster.connect(args.address)
         nodes = cluster.node_cpus(ray)
         workers, threads = shape(args.workers, args.threads, nodes)
         rows = cluster.run(todo, **job, workers=workers, threads=threads, ray=ray)
         where = f"Ray actors on {len(nodes)} node(s)"
     else:
-        from runtime.batch import local
-
         workers, threads = shape(args.workers, args.threads, [os.cpu_count() or 1])
         rows = local.run(todo, **job, workers=workers, threads=threads)
         where = "local worker processes"
     errors = ErrorLog(args.out)  # rewritten once the job can start: a failed start keeps the last run's record
     for record in bad_lines:
         errors.add(record)
-    logger.warning("%d items, %d already in %s, %d to speak (%d %s x %d threads)", len(items),
-                   len(items) - len(todo), manifest.path, len(todo), workers, where, threads)
+    logger.warning("%d items, %d already in %s, %d to speak (%d %s x %d threads; %s)", len(items),
+                   len(items) - len(todo), manifest.path, len(todo), workers, where, threads,
+                   ", ".join(f"{name}: {model}" for name, model in models.items()))
     progress = Progress(len(todo), len(items) - len(todo), lambda line: print(line, file=sys.stderr, flush=True))
     start = time.monotonic()
     try:

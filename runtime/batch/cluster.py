@@ -10,10 +10,14 @@ drawn from its id, so a retried item writes the same bytes, and the manifest dro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import socket
 from collections.abc import Iterator
+
+import numpy as np
 
 from runtime.batch.jobs import JobError, Speaker
 
@@ -22,8 +26,6 @@ ACTOR_NAME = "VitsEdgeSpeaker"  # the actors' process title is ray::MapWorker(Ma
 
 
 def available() -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec("ray") is not None
     except (ImportError, ValueError):  # a broken install, or the module blocked in sys.modules
@@ -33,12 +35,10 @@ def available() -> bool:
 class VitsEdgeSpeaker:
     """One Ray Data actor: the voices loaded once, then batches of items (JSON strings) -> rows (JSON strings)."""
 
-    def __init__(self, voices: dict[str, str], threads: int, out: str, alignments: bool):
-        self.speaker = Speaker(voices, threads, out, alignments)
+    def __init__(self, voices: dict[str, str], threads: int, out: str, alignments: bool, variant: str | None):
+        self.speaker = Speaker(voices, threads, out, alignments, variant)
 
     def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
         rows = self.speaker.batch([json.loads(item) for item in batch["item"]])
         return {"row": np.array([json.dumps(row, ensure_ascii=False) for row in rows], dtype=object)}
 
@@ -55,6 +55,7 @@ def connect(address: str | None):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if address not in (None, "auto") and "://" not in address:
         _reachable(address)
+    # ray (the cluster extra, heavy) is imported here: after the switches above, which it reads at import
     import ray
     import ray.data
 
@@ -81,8 +82,6 @@ def connect(address: str | None):
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
     """Fail at once, with the fix, when nothing answers at ``HOST:PORT`` (Ray itself keeps retrying for minutes)."""
-    import socket
-
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
@@ -98,7 +97,7 @@ def node_cpus(ray) -> list[int]:
 
 
 def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, threads: int, alignments: bool,
-        batch_size: int, ray) -> Iterator[dict]:
+        variant: str | None, batch_size: int, ray) -> Iterator[dict]:
     """Yield a result row (a manifest row, or ``{"id", "error"}``) for every item, in the order they finish; a
     retried item may come twice (the manifest keeps the first)."""
     if not items:
@@ -108,7 +107,7 @@ def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, th
                                   override_num_blocks=blocks)
     spoken = dataset.map_batches(
         VitsEdgeSpeaker, fn_constructor_kwargs={"voices": voices, "threads": threads, "out": out,
-                                                "alignments": alignments},
+                                                "alignments": alignments, "variant": variant},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_cpus=threads)
     try:
         for row in spoken.iter_rows():

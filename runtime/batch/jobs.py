@@ -3,6 +3,7 @@ once, the errors file, and the synthesis of one item (the same function on a loc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -13,8 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ITEM_FIELDS = ("id", "text", "voice", "speaker", "language", "length_scale", "noise_scale", "noise_w")
-SCALES = ("length_scale", "noise_scale", "noise_w")
+from runtime.alignment import Timeline
+from runtime.config import SynthesisConfig, VoiceError
+from runtime.voice import Voice
+
+SCALES = SynthesisConfig.SCALES
+SETTINGS = ("speaker", "language", *SCALES)  # what an item may set of its SynthesisConfig
+ITEM_FIELDS = ("id", "text", "voice", *SETTINGS)
 MANIFEST, ERRORS, WAVS = "manifest.jsonl", "errors.jsonl", "wavs"
 SHARD_SIZE = 1000  # items per folder of WAVs: a folder stays listable on any file system
 _UNSAFE = re.compile(r"[^A-Za-z0-9._~=+-]+")  # what every file system takes in a name
@@ -26,15 +32,19 @@ class JobError(ValueError):
 
 @dataclass
 class Item:
+    """One item of a job. It travels to the workers as the flat dict ``plan_items`` makes (JSON, for Ray) and is
+    rebuilt there by ``from_row``."""
+
     id: str
     text: str
     index: int  # position in the expanded job: decides the shard, so a re-run writes where the first run did
     voice: str | None = None
-    speaker: str | int | None = None
-    language: str | None = None
-    length_scale: float | None = None
-    noise_scale: float | None = None
-    noise_w: float | None = None
+    syn: SynthesisConfig = field(default_factory=SynthesisConfig)
+
+    @classmethod
+    def from_row(cls, row: dict) -> Item:
+        return cls(row["id"], row["text"], row["index"], row.get("voice"),
+                   SynthesisConfig(**{k: row.get(k) for k in SETTINGS}))
 
     def wav_path(self) -> str:
         """Relative to the output folder: ``wavs/00003/<safe id>.wav`` (1000 items a folder)."""
@@ -51,12 +61,14 @@ def hash_id(text: str) -> int:
 @dataclass
 class Plan:
     """Expand every item over speakers and scale grids (dataset generation): ``speakers`` ("all" or names),
-    and for each scale a list of values; an item's own value wins over the grid."""
+    and for each scale a list of values; an item's own value wins over the grid, and the grid over the job's
+    ``defaults`` (the synthesis flags of the command line), which fill what is left."""
 
     speakers: list | str | None = None
     length_scale: list[float] = field(default_factory=list)
     noise_scale: list[float] = field(default_factory=list)
     noise_w: list[float] = field(default_factory=list)
+    defaults: SynthesisConfig = field(default_factory=SynthesisConfig)
 
     def expand(self, item: dict, voice_speakers: list[str]) -> list[dict]:
         speakers = [item.get("speaker")]
@@ -68,8 +80,12 @@ class Plan:
             suffix = [] if speaker is None or item.get("speaker") is not None else [f"spk={speaker}"]
             suffix += [f"{short}={value:g}" for short, name, value in zip(("ls", "ns", "nw"), SCALES, scales)
                        if value is not None and item.get(name) is None]
-            out.append({**item, "speaker": speaker, **dict(zip(SCALES, scales)),
-                        "id": item["id"] if not suffix else f"{item['id']}~{'~'.join(suffix)}"})
+            expanded = {**item, "speaker": speaker, **dict(zip(SCALES, scales)),
+                        "id": item["id"] if not suffix else f"{item['id']}~{'~'.join(suffix)}"}
+            for name in SETTINGS:
+                if expanded.get(name) is None:
+                    expanded[name] = getattr(self.defaults, name)
+            out.append(expanded)
         return out
 
 
@@ -235,12 +251,11 @@ class Speaker:
     into its WAV. A worker that cannot load the voices says why with every batch (``{FATAL: reason}``) instead of
     dying: a dead worker is replaced and its batch sent again, which would never end."""
 
-    def __init__(self, voices: dict[str, str], threads: int, out: str, alignments: bool = False):
-        from runtime.voice import Voice
-
+    def __init__(self, voices: dict[str, str], threads: int, out: str, alignments: bool = False,
+                 variant: str | None = None):
         self.failed = None
         try:
-            self.voices = {name: Voice.load(path, threads=threads) for name, path in voices.items()}
+            self.voices = {name: Voice.load(path, variant=variant, threads=threads) for name, path in voices.items()}
         except Exception as exc:  # noqa: BLE001 (said to the driver, which stops the job with it)
             self.failed = f"{type(exc).__name__}: {exc}"
         self.default = next(iter(voices))
@@ -255,16 +270,12 @@ class Speaker:
     def __call__(self, item: dict) -> dict:
         """A manifest row for ``item`` (its WAV written atomically), or ``{"id", "error"}``: never raises for a
         bad item, so one bad item never stops a worker."""
-        from runtime.voice import VoiceError
-
         try:
-            return self._speak(Item(**item))
+            return self._speak(Item.from_row(item))
         except (VoiceError, ValueError, OSError) as exc:
             return {"id": item["id"], "error": f"{type(exc).__name__}: {exc}"}
 
     def _speak(self, item: Item) -> dict:
-        from runtime.voice import VoiceError
-
         name = item.voice or self.default
         voice = self.voices.get(name)
         if voice is None:
@@ -273,26 +284,15 @@ class Speaker:
             raise VoiceError("empty text")
         path = self.out / item.wav_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        timings = []
-        samples = [0]
-
-        def count(chunk):
-            if chunk.alignment is not None:  # placed where its sentence starts in the file
-                timings.append({"text": chunk.text, **chunk.alignment.to_dict(offset=samples[0] / voice.sample_rate)})
-            samples[0] += len(chunk.audio)
-
-        kwargs = {"speaker": item.speaker, "language": item.language, "length_scale": item.length_scale,
-                  "noise_scale": item.noise_scale, "noise_w": item.noise_w}
         # noise drawn from the id: a retried or resumed item is the same audio as in an uninterrupted run
-        chunks = voice.synthesize(item.text, alignments=self.alignments and voice.streams,
-                                  seed=hash_id(item.id) % 2**31, **kwargs)
-        voice.write_wav(chunks, path, on_chunk=count)
-        defaults = {"length_scale": voice.config.length_scale, "noise_scale": voice.config.noise_scale,
-                    "noise_w": voice.config.noise_w}  # what was used, where the item left it to the voice
-        row = {"id": item.id, "path": item.wav_path(), "seconds": round(samples[0] / voice.sample_rate, 4),
-               "samples": samples[0], "sample_rate": voice.sample_rate, "text": item.text, "voice": name,
-               "speaker": item.speaker, "language": item.language,
-               **{k: defaults[k] if getattr(item, k) is None else getattr(item, k) for k in SCALES}}
+        syn = dataclasses.replace(item.syn, seed=hash_id(item.id) % 2**31)
+        used = voice.resolve(syn).syn  # what was used, where the item left it to the voice
+        timeline = Timeline()
+        chunks = voice.synthesize(item.text, syn, alignments=self.alignments and voice.streams)
+        voice.write_wav(chunks, path, on_chunk=timeline)
+        row = {"id": item.id, "path": item.wav_path(), "seconds": round(timeline.samples / voice.sample_rate, 4),
+               "samples": timeline.samples, "sample_rate": voice.sample_rate, "text": item.text, "voice": name,
+               "speaker": item.syn.speaker, "language": item.syn.language, **{k: getattr(used, k) for k in SCALES}}
         if self.alignments:
-            row["alignments"] = timings
+            row["alignments"] = timeline.sentences
         return row

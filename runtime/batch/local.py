@@ -21,9 +21,9 @@ MAX_DEATHS = 3  # an item in flight when workers died this often is given up
 _speaker: Speaker | None = None
 
 
-def _start(voices: dict[str, str], threads: int, out: str, alignments: bool) -> None:
+def _start(voices: dict[str, str], threads: int, out: str, alignments: bool, variant: str | None) -> None:
     global _speaker
-    _speaker = Speaker(voices, threads, out, alignments)
+    _speaker = Speaker(voices, threads, out, alignments, variant)
 
 
 def _speak(items: list[dict]) -> list[dict]:
@@ -31,7 +31,7 @@ def _speak(items: list[dict]) -> list[dict]:
 
 
 def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, threads: int, alignments: bool,
-        batch_size: int, on_start: Callable[[ProcessPoolExecutor], None] | None = None) -> Iterator[dict]:
+        variant: str | None, batch_size: int, on_start: Callable[[ProcessPoolExecutor], None] | None = None) -> Iterator[dict]:
     """Yield a result row (a manifest row, or ``{"id", "error"}``) for every item, in the order they finish."""
     todo = list(items)
     deaths: dict[str, int] = {}
@@ -40,7 +40,7 @@ def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, th
         batches = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
         finished: set[str] = set()
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
-                                 initargs=(voices, threads, out, alignments)) as pool:
+                                 initargs=(voices, threads, out, alignments, variant)) as pool:
             if on_start is not None:
                 on_start(pool)
             pending = {}

@@ -14,7 +14,13 @@ import ipaddress
 import logging
 import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlparse
+
+from runtime.config import VoiceError, add_synthesis_flags, synthesis_from_args
+from runtime.serve import catalog as voices
+from runtime.serve.engine import Engine
+from runtime.serve.settings import Limits, Settings
 
 logger = logging.getLogger("runtime.serve")
 
@@ -22,9 +28,6 @@ DEFAULT_URI = "tcp://127.0.0.1:10200"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.serve.catalog import DEFAULT_VARIANT
-    from runtime.serve.server import Settings
-
     d = Settings(default_voice="")
     p = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -35,15 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "default voice)")
     p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
                    help="offer every voice folder and Piper voice under DIR (repeatable)")
-    p.add_argument("--variant", default=DEFAULT_VARIANT,
-                   help="which model of a voice folder to run: model.VARIANT.onnx when there is one, else model.onnx "
-                        "(fp32: always model.onnx)")
+    p.add_argument("--variant", help="which model of each voice folder to run: fp32 (model.onnx), auto "
+                   "(model.auto.onnx), ... where a folder has it; default: each folder's own default (the start-up "
+                   "log says which)")
     p.add_argument("--zeroconf", nargs="?", const="vits-edge", default=None, metavar="NAME",
                    help="announce the server for Home Assistant's discovery (needs the zeroconf extra)")
-    p.add_argument("--speaker", help="speaker (name or id) of the default voice")
-    p.add_argument("--length-scale", type=float, help="phoneme length (above 1: slower)")
-    p.add_argument("--noise-scale", type=float, help="generator noise")
-    p.add_argument("--noise-w-scale", "--noise-w", dest="noise_w", type=float, help="phoneme width noise")
+    add_synthesis_flags(p, ("speaker", "length_scale", "noise_scale", "noise_w"),
+                        helps={"speaker": "speaker (name or id) of the default voice"})
     p.add_argument("--auto-punctuation", default=d.auto_punctuation,
                    help="end a sentence without one of these with the first")
     p.add_argument("--samples-per-chunk", type=int, default=d.samples_per_chunk, help="samples per audio-chunk event")
@@ -78,11 +79,8 @@ def _loopback(host: str) -> bool:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from runtime.config import VoiceError
-    from runtime.serve import catalog as voices
-    from runtime.serve.engine import Engine
-    from runtime.serve.protocol import Limits
-    from runtime.serve.server import ClientError, Server, Settings, speaker_of
+    # the wyoming package (the server extra) is imported once main() has checked that it is installed
+    from runtime.serve.server import ClientError, Server, speaker_of
 
     host, port = _address(args.uri)
     try:
@@ -96,9 +94,8 @@ async def _main(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"error: --speaker: {exc}", file=sys.stderr)
         return 2
-    settings = Settings(default_voice=default, speaker=args.speaker, length_scale=args.length_scale,
-                        noise_scale=args.noise_scale, noise_w=args.noise_w, auto_punctuation=args.auto_punctuation,
-                        samples_per_chunk=args.samples_per_chunk, streaming=not args.no_streaming,
+    settings = Settings(default_voice=default, synthesis=synthesis_from_args(args),
+                        auto_punctuation=args.auto_punctuation, samples_per_chunk=args.samples_per_chunk, streaming=not args.no_streaming,
                         max_text_chars=args.max_text_chars, max_connections=args.max_connections,
                         limits=Limits(idle_s=args.idle_timeout))
     try:
@@ -149,8 +146,6 @@ async def _preload(engine, name: str) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("vits-edge")
     except PackageNotFoundError:

@@ -1,8 +1,8 @@
 """The voices a server offers, read from their sidecars at start-up (no model is loaded to describe them).
 
-``--voice PATH`` names a voice folder (its default int8 variant, else ``model.onnx``), a model file in
-one (``model.static.onnx``) or a Piper ``VOICE.onnx`` with its ``.onnx.json``; ``--data-dir DIR`` offers
-every voice folder and Piper voice under DIR. A voice is named by its folder (ours) or file stem
+``--voice PATH`` names a voice folder (the model it speaks by default: ``runtime.config.default_model``, or the
+one ``--variant`` names where the folder has it), a model file in one (``model.static.onnx``) or a Piper
+``VOICE.onnx`` with its ``.onnx.json``; ``--data-dir DIR`` offers every voice folder and Piper voice under DIR. A voice is named by its folder (ours) or file stem
 (Piper's, as wyoming-piper names them: ``en_US-joe-medium``).
 """
 
@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import contract
-from runtime.config import VoiceConfig, VoiceError, resolve
+from runtime.config import FP32, VoiceConfig, VoiceError, resolve, variants
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_VARIANT = "auto"  # the default int8 preset of `python -m exporter quantize`
 
 
 @dataclass
@@ -32,6 +30,7 @@ class VoiceEntry:
     speakers: list[str] = field(default_factory=list)
     attribution: tuple[str, str] = ("vits-edge", "https://github.com/coqui-ai/TTS")
     size_bytes: int = 0  # what loading it costs, roughly: the files it runs
+    why: str = ""  # why this model of its folder (the folder's default, --variant)
 
 
 _CLEANER_LANGUAGES = {"english_cleaners": "en", "basic_turkish_cleaners": "tr", "portuguese_cleaners": "pt",
@@ -44,21 +43,16 @@ def _language_code(code: str) -> str:
     return "_".join([parts[0].lower()] + [p.upper() for p in parts[1:]])
 
 
-def _model_in(folder: Path, variant: str) -> Path:
-    if variant not in ("", "fp32"):
-        chosen = folder / f"model.{variant}.onnx"
-        if chosen.is_file():
-            return chosen
-    return folder / contract.MODEL_FILE
-
-
-def entry(path: Path, *, variant: str = DEFAULT_VARIANT, name: str | None = None) -> VoiceEntry:
-    """One voice, from a folder or a model file; a VoiceError says what is wrong with it."""
+def entry(path: Path, *, variant: str | None = None, name: str | None = None) -> VoiceEntry:
+    """One voice, from a folder or a model file; a VoiceError says what is wrong with it. ``variant`` applies to the
+    folders that have it (the others speak ``model.onnx``, with a warning), never to a file given by name."""
     path = Path(path)
-    if path.is_dir() and (path / contract.MODEL_FILE).is_file():
-        path = _model_in(path, variant)
+    chosen = variant if path.is_dir() else None
+    if chosen not in (None, FP32) and (path / contract.MODEL_FILE).is_file() and chosen not in variants(path):
+        logger.warning("%s has no variant %s: serving its %s", path, chosen, contract.MODEL_FILE)
+        chosen = FP32
     try:
-        model, sidecar_path = resolve(path)
+        model, sidecar_path, why = resolve(path, chosen)
         data = json.loads(sidecar_path.read_text(encoding="utf-8"))
         config = VoiceConfig.from_dict(data, where=str(sidecar_path))
     except (OSError, ValueError) as exc:
@@ -86,10 +80,10 @@ def entry(path: Path, *, variant: str = DEFAULT_VARIANT, name: str | None = None
         attribution = ("vits-edge", "https://github.com/coqui-ai/TTS")
     labels = config.speaker_labels()  # names as a person types them (no trailing newline)
     return VoiceEntry(name, model, config, description, languages, sorted(labels, key=labels.get),
-                      attribution, size)
+                      attribution, size, why)
 
 
-def scan(data_dir: Path, *, variant: str = DEFAULT_VARIANT) -> list[VoiceEntry]:
+def scan(data_dir: Path, *, variant: str | None = None) -> list[VoiceEntry]:
     """Every voice folder (``model.onnx`` + sidecar) and Piper voice (``X.onnx`` + ``X.onnx.json``) under
     ``data_dir``; one that cannot be read is skipped with a warning naming it."""
     found = []
@@ -109,7 +103,7 @@ def scan(data_dir: Path, *, variant: str = DEFAULT_VARIANT) -> list[VoiceEntry]:
     return found
 
 
-def build(voices: list[str], data_dirs: list[str], *, variant: str = DEFAULT_VARIANT) -> dict[str, VoiceEntry]:
+def build(voices: list[str], data_dirs: list[str], *, variant: str | None = None) -> dict[str, VoiceEntry]:
     """The catalog, by name; the first ``--voice`` is the default. Two voices of one name: the first wins,
     with a warning."""
     entries = [entry(Path(v), variant=variant) for v in voices]
@@ -124,6 +118,7 @@ def build(voices: list[str], data_dirs: list[str], *, variant: str = DEFAULT_VAR
                 logger.warning("two voices named %s: serving %s, not %s", e.name, catalog[e.name].model, e.model)
             continue
         catalog[e.name] = e
+        logger.info("voice %s: %s (%s)", e.name, e.model, e.why)
     if not catalog:
         raise VoiceError("no voices to serve: give --voice DIR (an exported voice folder or a Piper .onnx) "
                          "or --data-dir DIR (a folder of them)")

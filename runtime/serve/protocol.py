@@ -13,18 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 
 from wyoming.event import Event
 
-
-@dataclass(frozen=True)
-class Limits:
-    line_bytes: int = 64 * 1024  # one header line (asyncio's stream limit, set where the server starts)
-    data_bytes: int = 2 * 1024 * 1024  # the JSON data block: text of up to ~1M characters can be read and refused
-    payload_bytes: int = 256 * 1024  # a TTS server is sent no audio; a little is read and dropped
-    idle_s: float = 300.0  # waiting for the next event (Home Assistant opens a connection per request)
-    body_s: float = 30.0  # reading an event's data and payload once its header has come
+from runtime.serve.settings import Limits
 
 
 class ProtocolError(Exception):

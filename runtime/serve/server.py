@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,11 +25,12 @@ from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice, TtsV
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from runtime.config import VoiceError
+from runtime.config import SynthesisConfig, VoiceError
 from runtime.sentences import SentenceStream
 from runtime.serve.catalog import VoiceEntry
 from runtime.serve.engine import Engine
-from runtime.serve.protocol import Limits, ProtocolError, read_event
+from runtime.serve.protocol import ProtocolError, read_event
+from runtime.serve.settings import Settings
 from runtime.text.errors import FrontendError
 
 logger = logging.getLogger(__name__)
@@ -48,24 +50,6 @@ class ClientError(Exception):
     def __init__(self, message: str, code: str):
         super().__init__(message)
         self.code = code
-
-
-@dataclass
-class Settings:
-    """The server's options (``python -m runtime.serve --help``)."""
-
-    default_voice: str
-    speaker: str | None = None
-    length_scale: float | None = None
-    noise_scale: float | None = None
-    noise_w: float | None = None
-    auto_punctuation: str = ".?!。？！．؟"
-    samples_per_chunk: int = 1024
-    streaming: bool = True
-    max_text_chars: int = 10_000
-    max_connections: int = 32
-    write_timeout_s: float = 30.0
-    limits: Limits = field(default_factory=Limits)
 
 
 def speaker_of(entry: VoiceEntry, speaker: str | int | None) -> str | int | None:
@@ -247,7 +231,8 @@ class Handler:
         else:
             raise ClientError(f"unknown event type {kind!r} for a text-to-speech server", "unknown-event")
 
-    def _resolve(self, requested) -> tuple[VoiceEntry, str | int | None]:
+    def _resolve(self, requested) -> tuple[VoiceEntry, SynthesisConfig]:
+        """The voice a request asks for, and its settings: the server's, with the request's speaker."""
         catalog = self.server.catalog
         name = requested.name if requested is not None else None
         speaker = requested.speaker if requested is not None else None
@@ -263,8 +248,9 @@ class Handler:
         if name not in catalog:
             raise ClientError(f"unknown voice {name!r}; this server has: {', '.join(catalog)}", "unknown-voice")
         if speaker is None and name == self.settings.default_voice:
-            speaker = self.settings.speaker
-        return catalog[name], speaker_of(catalog[name], speaker)
+            speaker = self.settings.synthesis.speaker
+        # replace, not update: a speaker of the default voice is no speaker of another voice
+        return catalog[name], dataclasses.replace(self.settings.synthesis, speaker=speaker_of(catalog[name], speaker))
 
     def _punctuated(self, sentence: str) -> str:
         marks = self.settings.auto_punctuation
@@ -277,7 +263,7 @@ class Handler:
         goes out as it is decoded. Returns how many sentences made audio."""
         if not sentences:
             return 0
-        entry, speaker = self._resolve(requested)
+        entry, syn = self._resolve(requested)
         try:
             voice = await self.server.engine.voice(entry.name)
         except VoiceError as exc:
@@ -289,9 +275,10 @@ class Handler:
             if not any(ch.isalnum() for ch in sentence):
                 logger.info("nothing to say in %r (no letters or digits): skipped", sentence[:80])
                 continue
-            chunks = voice.stream([self._punctuated(sentence)], speaker=speaker,
-                                  length_scale=self.settings.length_scale, noise_scale=self.settings.noise_scale,
-                                  noise_w=self.settings.noise_w)
+            try:
+                chunks = voice.stream([self._punctuated(sentence)], syn)
+            except VoiceError as exc:
+                raise ClientError(f"cannot say {sentence[:80]!r}: {exc}", "bad-text") from exc
             pending = b""
             spoke = False
             while True:
