@@ -1,16 +1,22 @@
-"""``python -m exporter {export,quantize,split,import-piper}`` (also the ``vits-edge-export`` console script)."""
+"""``python -m exporter {export,quantize,variants,split,text-model,import-piper}`` (also ``vits-edge-export``).
+
+Each command imports what it needs when it runs: export needs torch and TTS, the others onnx, and either takes
+seconds to import, which ``--help`` and a mistyped command should not wait for.
+"""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from exporter.errors import ExportError
-from exporter.quant import ALL_PRESETS, DEFAULT_PRESET  # cheap: onnx and onnxruntime are imported lazily there
+from exporter.quant.plans import ALL_PRESETS, DEFAULT_PRESET
+from runtime import contract
 
 logger = logging.getLogger("exporter")
 
@@ -63,21 +69,29 @@ def _cmd_split(args: argparse.Namespace) -> None:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> None:
-    import json
-
-    from exporter.quant import quantize_voice
-    from runtime import contract
+    from exporter.quant.quantize import FinetuneConfig, quantize_voice
 
     finetune = None
     if getattr(args, "finetune_steps", None) or getattr(args, "finetune", False):
-        from exporter.quant.finetune import FinetuneConfig
-
         finetune = FinetuneConfig(**({"steps": args.finetune_steps} if args.finetune_steps else {}))
     out = quantize_voice(args.voice_dir, args.preset, target=args.target, finetune=finetune)
     sidecar = json.loads(contract.sidecar_path(args.voice_dir / contract.MODEL_FILE).read_text(encoding="utf-8"))
     measured = sidecar["variants"][out.name]["measured"]
     print(f"{out}: {measured['size_mb']} MB ({measured['size_vs_fp32']:.0%} of fp32), "
           f"{measured['speed_vs_fp32']}x fp32 speed, same length {measured['same_length']}/{measured['sentences']}")
+
+
+def _cmd_variants(args: argparse.Namespace) -> None:
+    from exporter.quant import report
+    from exporter.quant.variants import check_voice_dir
+
+    check_voice_dir(args.voice_dir)
+    header, rows, note = report.columns(args.voice_dir)
+    print((report.markdown if args.markdown else report.text)(header, rows))
+    print(f"\n{note}")
+    if args.search:
+        table = report.search_table(args.voice_dir)
+        print("\n" + (table or "(no auto search recorded in this folder)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "auto --finetune (default: FinetuneConfig.steps)")
     qua.add_argument("--target", choices=("x86", "arm64"), help="CPU the variant is for (default: this machine)")
     qua.set_defaults(func=_cmd_quantize)
+
+    var = sub.add_parser("variants", help="the models of a voice folder: size, speed, and how the quality budget "
+                         "judged each; which one it speaks by default here")
+    var.add_argument("voice_dir", type=Path, help="exported voice folder")
+    var.add_argument("--markdown", action="store_true", help="a markdown table")
+    var.add_argument("--search", action="store_true", help="also every plan auto tried, and why it kept or dropped it")
+    var.set_defaults(func=_cmd_variants)
 
     spl = sub.add_parser("split", help="write the streaming pieces of a voice folder (every model in it), or of a "
                          "Piper VOICE.onnx into a new folder")

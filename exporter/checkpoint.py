@@ -1,4 +1,8 @@
-"""Load a Coqui VITS voice (config.json + model.pth) safely and strictly."""
+"""Load a Coqui VITS voice (config.json + model.pth) safely and strictly.
+
+torch and TTS are imported where they are used: they take seconds, and TTS only after ``ensure_tts_importable``
+has stood in for the packages it insists on and never uses (exporter/tts_compat.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from exporter.errors import ExportError
+from exporter.tts_compat import ensure_tts_importable
+from runtime.text.cleaners import CLEANERS
+from runtime.text.tokenizer import SUPPORTED_PHONEMIZERS
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +45,6 @@ def _require_file(path: Path, what: str) -> Path:
 
 def load_config(config_path: Path):
     """TTS's ``load_config``, with errors that say which file and what to do."""
-    from exporter.tts_compat import ensure_tts_importable
-
     ensure_tts_importable()
     from TTS.config import load_config as tts_load_config
 
@@ -134,8 +141,6 @@ def _names(manager, count: int) -> dict[str, int]:
 def _d_vectors(model, config_path: Path):
     """Names and mean d-vectors of a d-vector voice's speakers (``SpeakerManager.get_mean_embedding``, which
     TTS's ``synthesize`` uses for a speaker name), checked against the model's ``d_vector_dim``."""
-    import numpy as np
-
     manager = model.speaker_manager
     names = sorted(getattr(manager, "name_to_id", None) or {}, key=manager.name_to_id.get) if manager else []
     if not names:
@@ -154,9 +159,6 @@ def _d_vectors(model, config_path: Path):
 def check_text_settings(config, config_path: Path) -> None:
     """Refuse, before TTS builds anything, a voice whose text the runtime cannot turn into the same ids: a
     phonemizer other than espeak (gruut, a language-specific one, multi_phonemizer) or a cleaner it lacks."""
-    from runtime.text.cleaners import CLEANERS
-    from runtime.text.tokenizer import SUPPORTED_PHONEMIZERS
-
     if config.use_phonemes:
         name = config.phonemizer
         if not name:

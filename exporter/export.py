@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from exporter import pieces, text_model
 from exporter.checkpoint import load_voice
@@ -50,15 +51,11 @@ class ExportReport:
 
 def _graph_parameters(onnx_path: Path) -> int:
     """Weights in the exported graph (training-only modules such as the posterior encoder are not in it)."""
-    import onnx
-
     model = onnx.load(str(onnx_path), load_external_data=False)
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
 
 
 def _annotate(onnx_path: Path, props: dict[str, str]) -> None:
-    import onnx
-
     model = onnx.load(str(onnx_path))
     del model.metadata_props[:]
     for key, value in props.items():
@@ -69,8 +66,6 @@ def _annotate(onnx_path: Path, props: dict[str, str]) -> None:
 def _streaming(vits, onnx_path: Path) -> dict:
     """The sidecar's streaming section: the architecture from the checkpoint's config, which must be the
     graph's; a voice that cannot be cut for streaming is exported all the same and spoken whole."""
-    import onnx
-
     try:
         arch = architecture_from_vits(vits)
     except ExportError as exc:

@@ -1,4 +1,8 @@
-"""Trace Coqui's ``Vits.inference`` to an ONNX graph with every knob exposed as an input."""
+"""Trace Coqui's ``Vits.inference`` to an ONNX graph with every knob exposed as an input.
+
+TTS's modules are imported where they are used: only once exporter/checkpoint.py has loaded TTS (after
+``ensure_tts_importable``), never by importing this module.
+"""
 
 from __future__ import annotations
 

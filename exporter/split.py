@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from exporter.errors import ExportError
@@ -181,8 +182,6 @@ def _crop_tensors(g: _Graph, nodes, names: list[str], signal: set[str]) -> list[
 def noise_channels(model: onnx.ModelProto, tensor: str) -> int:
     """Channels of the duration predictor's noise ``[batch, channels, tokens]``: run the whole graph once on two
     tokens with that tensor made an output (its shape is computed in the graph, not declared)."""
-    import onnxruntime as ort
-
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     probe.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -28,6 +28,7 @@ import re
 import unicodedata
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 CONTRIB, ML = "ai.onnx.contrib", "ai.onnx.ml"
@@ -233,8 +234,6 @@ def text_graph(spec: dict, languages: dict[str, int], *, opset: int, ir_version:
     ``spec`` is the sidecar's ``tokenizer``; ``languages`` the voice's language ids. A ``language`` input exists when
     the voice has languages (its name gives ``langid``, and an unknown name an index onnxruntime refuses) or when
     the cleaner depends on it; empty means the voice's default (its first language, or none)."""
-    import onnx
-
     reason = unsupported(spec)
     if reason:
         raise ValueError(reason)

@@ -19,11 +19,15 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 from exporter.errors import ExportError
 from exporter.io import atomic_write_bytes
 from exporter.text_graph import BY_LANGUAGE, text_graph, unsupported
+from exporter.verify import FRONTEND_TEXTS, VERIFY_SENTENCES, quiet_vocabulary, snr_db
 from runtime import contract
+from runtime.text import tokenizer_from_spec
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ def text_model_name(model_name: str) -> str:
 
 
 def extensions_library() -> str | None:
+    """onnxruntime-extensions' operator library, when the package (the export extra) is installed."""
     try:
         from onnxruntime_extensions import get_library_path
     except ImportError:
@@ -48,8 +53,6 @@ def extensions_library() -> str | None:
 
 
 def session(model: bytes, library: str):
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.register_custom_ops_library(library)
     options.log_severity_level = 3  # "the initializer 'language' is also a graph input": it is its default
@@ -82,9 +85,6 @@ def probe_texts(vocab: list[str], count: int = 300, seed: int = 0) -> list[str]:
 def _verify(spec: dict, languages: dict, text_only: bytes, merged: bytes, voice_model: bytes, library: str) -> dict:
     """ids of the text graph == the runtime frontend's on every probe, in every language; the merged model's audio
     == the voice model's at zero noise. Returns what was checked; raises ExportError with the first difference."""
-    from exporter.verify import FRONTEND_TEXTS, VERIFY_SENTENCES, quiet_vocabulary, snr_db
-    from runtime.text import tokenizer_from_spec
-
     tokenizer = tokenizer_from_spec(spec)
     front = session(text_only, library)
     # an input with a default is an overridable initializer to onnxruntime, not in get_inputs()
@@ -131,8 +131,6 @@ def _verify(spec: dict, languages: dict, text_only: bytes, merged: bytes, voice_
 
 def build(voice_dir: Path, model_name: str, sidecar: dict) -> tuple[bytes | None, dict]:
     """The text model of ``voice_dir/model_name`` and its sidecar record, or (None, {"unavailable": why})."""
-    import onnx
-
     spec = sidecar["tokenizer"]
     reason = unsupported(spec)
     if reason is None and extensions_library() is None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from exporter.errors import ExportError
 from runtime import contract
+from runtime.text import FrontendError, tokenizer_from_spec
 
 VERIFY_SENTENCES = (
     "Hello world.",
@@ -58,7 +61,7 @@ def torch_audio(vits, ids: list[int], sid: int | None = None, langid: int | None
                 d_vector=None) -> np.ndarray:
     """TTS's own ``Vits.inference`` for one utterance, as float32 samples; a d-vector voice is given its
     speaker's ``d_vector`` (as TTS's ``synthesize`` gives it: unnormalised, ``inference`` normalises it)."""
-    import torch
+    import torch  # heavy, and only here: the pieces' and text models' checks use this module without torch
 
     aux = {"x_lengths": torch.tensor([len(ids)]), "durations": None,
            "d_vectors": None if d_vector is None else torch.as_tensor(np.asarray(d_vector, np.float32))[None],
@@ -94,8 +97,6 @@ def verify(loaded, onnx_path: Path, sentences=VERIFY_SENTENCES, min_snr_db: floa
     """Run onnxruntime and PyTorch on ``sentences`` with zero noise; raise if they disagree. A voice with speakers
     or languages is checked with its first, last and a middle one (a d-vector voice's last sentence with a
     caller's own d-vector: sid -1)."""
-    import onnxruntime as ort
-
     vits = loaded.model
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     sids = _spread(sorted(set(loaded.speakers.values())), len(sentences))
@@ -136,8 +137,6 @@ def verify(loaded, onnx_path: Path, sentences=VERIFY_SENTENCES, min_snr_db: floa
 def quiet_vocabulary():
     """TTS's tokenizer and the runtime's warn of each character a voice's vocabulary lacks (and drop it): about the
     user's text, not about the export's own check sentences."""
-    import logging
-
     logs = [logging.getLogger(name) for name in ("runtime.text", "TTS.tts.utils.text.tokenizer")]
     levels = [log.level for log in logs]
     for log in logs:
@@ -153,8 +152,6 @@ def check_frontend(loaded, spec: dict, texts=VERIFY_SENTENCES + FRONTEND_TEXTS) 
     """The runtime's text frontend, built from the sidecar's ``tokenizer`` spec, must give TTS's own ids for
     ``texts`` in every language of the voice; otherwise the export fails naming the first text that differs.
     Returns the number of texts compared."""
-    from runtime.text import FrontendError, tokenizer_from_spec
-
     try:
         runtime = tokenizer_from_spec(spec)
     except FrontendError as exc:

@@ -15,10 +15,10 @@ pytest.importorskip("torch")
 pytest.importorskip("tiny_vits")
 
 from exporter.__main__ import main
-from exporter.quant.budget import LENGTH_SCALES
-from exporter.quant.plans import preset
+from exporter.quant.budget import LENGTH_SCALES, Measured
+from exporter.quant.plans import COMPUTE, preset
 from exporter.quant.units import node_units
-from runtime import contract
+from runtime import contract, cpu
 from runtime.voice import SynthesisConfig, Voice
 
 
@@ -113,6 +113,21 @@ def test_quantize_cli(exported, tmp_path, capsys):
         main(["quantize", str(folder), "--preset", "int3"])
 
 
+def test_variants_cli_says_what_each_model_is_and_which_speaks(quantized, capsys):
+    """`python -m exporter variants DIR`: a column a model (fp32 first), its size, speed and closeness as quantize
+    recorded them, and which model the folder speaks here (no default recorded: model.onnx)."""
+    assert main(["variants", str(quantized)]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    assert header.index("fp32 (model.onnx)") < header.index("dynamic (model.dynamic.onnx)") \
+        < header.index("static (model.static.onnx)")
+    assert "a fixed recipe, not held to the budget" in out and "log-mel / MCD" in out
+    assert "Speaks model.onnx by default on this CPU" in out and "no variant is the folder's default" in out
+    assert main(["variants", str(quantized), "--markdown"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].replace(" ", "").startswith("||fp32(model.onnx)|") and set(table[1]) <= set("|-")
+
+
 # -- auto ---------------------------------------------------------------------------------------------
 def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
     from exporter.quant.budget import Budget
@@ -140,7 +155,7 @@ def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
     for row in search_rows:
         if row["within_budget"]:
             assert row["logmel_db"] is None or row["logmel_db"] <= 0.5
-            assert not budget.judge(row)
+            assert not budget.judge(Measured.from_dict(row))
         assert any(row["plan"] in line for line in lines)  # each trial was reported
     chosen = [tuple(p) for p in record["config"]["plan"]]
     final = search_rows[-1]
@@ -152,6 +167,11 @@ def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
         alone = [r for r in search_rows if r["step"] == "alone" and r["plan"] == f"{unit}={option}"]
         assert alone and alone[0]["within_budget"]
     assert "auto chose" in lines[-1]
+    # the folder now speaks it by default, on CPUs of the class its timings were taken on when it computes in int8
+    default = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())[contract.DEFAULT_KEY]
+    computes = any(option in COMPUTE for _, option in chosen)
+    assert default["model"] == dst.name and default["int8_class"] == (cpu.int8_class() if computes else None)
+    assert Voice.load(folder).model_path == dst
 
     # nothing may change a length or the sound: only storage that is exact enough survives
     strict = search(folder, budget=Budget(max_logmel_db=0.0), listen=False, report=lines.append)
@@ -234,12 +254,12 @@ def test_noisy_timings_do_not_change_the_plan(exported, tmp_path):
     ({"mcd_db": 4.5}, "MCD"),
 ])
 def test_each_budget_rule_can_fail(measured, broken):
-    from exporter.quant.budget import Budget, within
+    from exporter.quant.budget import Budget, Measured, within
 
-    ok, why = within({"logmel_db": 0.2, **measured}, Budget())
+    ok, why = within(Measured(**{"logmel_db": 0.2, **measured}), Budget())
     assert not ok and broken in why
-    assert within({"logmel_db": 0.2, "durations": {"max_phoneme_frames": 1, "moved_share": 0.02,
-                                                   "max_length_change": 0.01}}, Budget())[0]
+    assert within(Measured(logmel_db=0.2, durations={"max_phoneme_frames": 1, "moved_share": 0.02,
+                                                     "max_length_change": 0.01}), Budget())[0]
     assert set(Budget.REASONS) == {f.name for f in dataclasses.fields(Budget)}  # every number says why
 
 
@@ -253,13 +273,13 @@ def test_phoneme_durations_of_a_variant_that_moves_them(exported, tmp_path):
     folder = tmp_path / "voice"
     shutil.copytree(exported("char"), folder)
     comparison = Comparison(folder, JUDGE_SENTENCES[:4])
-    same = comparison.measure(folder / contract.MODEL_FILE, durations=True, timed=False)["durations"]
+    same = comparison.measure(folder / contract.MODEL_FILE, durations=True, timed=False).durations
     assert same["max_phoneme_frames"] == 0 and same["moved_share"] == 0 and same["max_length_change"] == 0
     assert same["checks"] == 4 * len(LENGTH_SCALES) and same["phonemes"] > 4 * len(LENGTH_SCALES)
     build(folder, QuantConfig("x", (("duration_predictor", "dynamic"), ("text_encoder", "dynamic"))),
           tmp_path / "moved.onnx")
     moved = comparison.measure(tmp_path / "moved.onnx", durations=True, timed=False)
-    d = moved["durations"]
+    d = moved.durations
     assert d["phonemes"] == same["phonemes"] and d["moved_share"] > 0  # int8 arithmetic moves some
     _, why = within(moved, Budget())
     broken = d["max_phoneme_frames"] > 1 or d["moved_share"] > 0.02 or d["max_length_change"] > 0.01
@@ -288,20 +308,20 @@ def test_listening_draws_are_the_same_for_every_model(exported, tmp_path):
 
 
 def test_listening_verdict_holds_mos_and_wer_to_fp32():
-    from exporter.quant.budget import Budget, _Listener
+    from exporter.quant.budget import Budget, Listener
 
     ref = {"wer": 0.02, "ovrl": 3.3, "p808": 4.0}
-    assert _Listener.verdict(ref, {"wer": 0.02, "ovrl": 3.25, "p808": 3.95}, Budget())[0]
-    ok, why = _Listener.verdict(ref, {"wer": 0.02, "ovrl": 3.1, "p808": 4.0}, Budget())
+    assert Listener.verdict(ref, {"wer": 0.02, "ovrl": 3.25, "p808": 3.95}, Budget())[0]
+    ok, why = Listener.verdict(ref, {"wer": 0.02, "ovrl": 3.1, "p808": 4.0}, Budget())
     assert not ok and "OVRL" in why
-    ok, why = _Listener.verdict(ref, {"wer": 0.05, "ovrl": 3.3, "p808": 4.0}, Budget())
+    ok, why = Listener.verdict(ref, {"wer": 0.05, "ovrl": 3.3, "p808": 4.0}, Budget())
     assert not ok and "WER" in why
     # WER within fp32's own run-to-run noise passes
-    assert _Listener.verdict(ref, {"wer": 0.03, "ovrl": 3.3, "p808": 4.0}, Budget())[0]
+    assert Listener.verdict(ref, {"wer": 0.03, "ovrl": 3.3, "p808": 4.0}, Budget())[0]
     # the second predictor, made for speech quality, is held to the same tolerance
     ref2 = {**ref, "distillmos": 4.1}
-    assert _Listener.verdict(ref2, {"wer": 0.02, "ovrl": 3.3, "p808": 4.0, "distillmos": 4.06}, Budget())[0]
-    ok, why = _Listener.verdict(ref2, {"wer": 0.02, "ovrl": 3.3, "p808": 4.0, "distillmos": 4.0}, Budget())
+    assert Listener.verdict(ref2, {"wer": 0.02, "ovrl": 3.3, "p808": 4.0, "distillmos": 4.06}, Budget())[0]
+    ok, why = Listener.verdict(ref2, {"wer": 0.02, "ovrl": 3.3, "p808": 4.0, "distillmos": 4.0}, Budget())
     assert not ok and "DistillMOS" in why
 
 

@@ -135,7 +135,7 @@ def test_text_model_of_an_int8_variant_from_the_cli(zoo, tmp_path):
     """``python -m exporter text-model DIR --model model.dynamic.onnx``: the int8 voice as one string-in file."""
     import shutil
 
-    from exporter.quant import quantize_voice
+    from exporter.quant.quantize import quantize_voice
 
     _, exported, _ = zoo("css10")
     folder = tmp_path / "voice"

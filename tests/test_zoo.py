@@ -190,7 +190,7 @@ def test_cli_speaks_a_speaker_and_language_by_name(zoo, tmp_path, voice, speaker
 # -- every int8 preset --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("voice", SPOKEN)
 def test_every_int8_preset_of_a_zoo_voice_speaks_each_speaker(zoo, voice, tmp_path):
-    from exporter.quant import quantize_voice
+    from exporter.quant.quantize import quantize_voice
     from exporter.quant.budget import Budget
     from exporter.quant.search import search
 

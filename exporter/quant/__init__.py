@@ -34,57 +34,16 @@ What the measurements on the real voice decided (each variant records its own in
 
 Where each step lives: ``units`` (the graph's units), ``plans`` (a plan, the presets, each unit's
 ladder), ``calibration`` (activation ranges), ``storage`` (weight-only int8/fp16), ``polyphase``
-(upsamplers as Convs), ``build`` (a plan applied to the graph), ``budget`` (how a variant is judged
-against fp32), ``search`` (``auto``), ``variants`` (the sidecar's record, the streaming pieces).
+(upsamplers as Convs), ``build`` (a plan applied to the graph), ``budget`` (the rules and the measurements
+a variant is judged by against fp32), ``judge`` (a trial: measured, listened to, reported), ``search``
+(``auto``), ``fakequant`` and ``finetune`` (the fine-tuned rung), ``variants`` (the sidecar's record, the folder's
+default, the streaming pieces).
 """
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
-import time
-from dataclasses import asdict
-from pathlib import Path
-
+# Only the plans' names here: the command line reads them at start, and what makes a variant (quantize.py) imports
+# onnx, which takes seconds.
 from exporter.quant.plans import ALL_PRESETS, DEFAULT_PRESET, FINETUNED, PRESETS, QuantConfig, machine_target, preset
 
-__all__ = ["ALL_PRESETS", "DEFAULT_PRESET", "FINETUNED", "PRESETS", "QuantConfig", "machine_target", "preset",
-           "quantize_voice"]
-
-
-def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target: str | None = None,
-                   budget=None, report=print, finetune=None) -> Path:
-    """Write ``voice_dir/model.<preset>.onnx`` and record how it was made (and measured) in the sidecar.
-    ``finetune``: a ``FinetuneConfig``: the fine-tuned preset's training (its defaults otherwise); given to
-    ``auto``, decoder stages get a fine-tuned rung (exporter/quant/search.py)."""
-    from exporter.quant.budget import Comparison
-    from exporter.quant.build import build
-    from exporter.quant.calibration import CALIBRATION_SENTENCES
-    from exporter.quant.variants import add_pieces, check_voice_dir, record
-    from runtime import cpu
-
-    voice_dir = Path(voice_dir)
-    check_voice_dir(voice_dir)
-    if preset_name == "auto":
-        from exporter.quant.search import search
-
-        return search(voice_dir, target=target, budget=budget, report=report, finetune=finetune)
-    if preset_name == FINETUNED:
-        from exporter.quant.finetune import finetune_voice
-
-        return finetune_voice(voice_dir, target=target, budget=budget, cfg=finetune, report=report)
-    cfg = preset(preset_name, target)
-    dst = voice_dir / f"model.{cfg.preset}.onnx"
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".vits-edge-quant-", dir=voice_dir) as tmp:
-        staged = Path(tmp) / "model.onnx"
-        build(voice_dir, cfg, staged)
-        measured = Comparison(voice_dir, CALIBRATION_SENTENCES).measure(staged)
-        measured.pop("_voice")
-        measured.update(seconds=round(time.perf_counter() - start, 1), timed_on=cpu.describe())
-        shutil.move(str(staged), dst)
-    record(voice_dir, dst.name, {"config": asdict(cfg), "measured": measured})
-    logging.getLogger(__name__).info("wrote %s: %s", dst, measured)
-    add_pieces(voice_dir, dst.name)
-    return dst
+__all__ = ["ALL_PRESETS", "DEFAULT_PRESET", "FINETUNED", "PRESETS", "QuantConfig", "machine_target", "preset"]

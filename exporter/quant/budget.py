@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
-from runtime import contract
+from exporter.errors import ExportError
+from exporter.quality import Scorer, has_librosa, logmel_distance_db, mcd_dtw_db
+from exporter.split import split
+from runtime import chunking, contract
+from runtime.alignment import align
+from runtime.config import FP32
+from runtime.pieces import Pieces
+from runtime.voice import SynthesisConfig, Voice
 
 LENGTH_SCALES = (0.8, 0.9, 1.0, 1.1, 1.25)
 
@@ -74,10 +83,10 @@ class Budget:
         "min_speedup": "a gain under 3% is inside the timing spread of a shared machine and buys nothing",
     }
 
-    def judge(self, measured: dict) -> list[str]:
+    def judge(self, measured: Measured) -> list[str]:
         """What in ``measured`` (``Comparison.measure``'s answer) breaks a rule; [] when nothing does."""
         problems = []
-        d = measured.get("durations")
+        d = measured.durations
         if d is not None:
             if d["max_phoneme_frames"] > self.max_phoneme_frames:
                 problems.append(f"a phoneme moved {d['max_phoneme_frames']} frames (at most {self.max_phoneme_frames})")
@@ -86,14 +95,48 @@ class Budget:
             if d["max_length_change"] > self.max_length_change:
                 problems.append(f"a sentence's length changed {d['max_length_change']:.1%} "
                                 f"(at most {self.max_length_change:.0%})")
-        if measured.get("logmel_db") is not None and measured["logmel_db"] > self.max_logmel_db:
-            problems.append(f"log-mel {measured['logmel_db']:.2f} dB > {self.max_logmel_db} dB")
-        if measured.get("mcd_db") is not None and measured["mcd_db"] > self.max_mcd_db:
-            problems.append(f"MCD {measured['mcd_db']:.2f} dB > {self.max_mcd_db} dB")
+        if measured.logmel_db is not None and measured.logmel_db > self.max_logmel_db:
+            problems.append(f"log-mel {measured.logmel_db:.2f} dB > {self.max_logmel_db} dB")
+        if measured.mcd_db is not None and measured.mcd_db > self.max_mcd_db:
+            problems.append(f"MCD {measured.mcd_db:.2f} dB > {self.max_mcd_db} dB")
         return problems
 
 
-def within(measured: dict, budget: Budget) -> tuple[bool, str]:
+@dataclass
+class Measured:
+    """A variant against fp32 at zero noise (``Comparison.measure``): lengths, closeness, size, and when asked the
+    phonemes' durations (``PhonemeDurations.compare``) and the speed. ``to_dict`` is the sidecar's record of it."""
+
+    sentences: int = 0
+    same_length: int = 0
+    logmel_db: float | None = None  # median over the sentences of fp32's length
+    mcd_db: float | None = None  # median over all sentences (DTW); None without librosa
+    size_mb: float = 0.0
+    size_vs_fp32: float = 1.0
+    threads: int = 0
+    speed: Speed | None = None  # fp32's time over the variant's; None when not timed (weight storage)
+    durations: dict | None = None
+
+    @property
+    def speed_vs_fp32(self) -> float | None:
+        return None if self.speed is None else round(self.speed.value, 3)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Measured:
+        """A recorded measurement (``to_dict``, a row of the sidecar's search table), to judge again; its speed's
+        rounds are not recorded, so it comes back without one."""
+        names = ("sentences", "same_length", "logmel_db", "mcd_db", "size_mb", "size_vs_fp32", "threads", "durations")
+        return cls(**{k: record[k] for k in names if k in record})
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ("speed", "durations")}
+        out.update(self.speed.summary() if self.speed else {"speed_vs_fp32": None})
+        if self.durations is not None:
+            out["durations"] = self.durations
+        return out
+
+
+def within(measured: Measured, budget: Budget) -> tuple[bool, str]:
     problems = budget.judge(measured)
     return (not problems), "; ".join(problems) or "inside the budget"
 
@@ -104,8 +147,6 @@ class PhonemeDurations:
     graph as the streaming pieces are (exporter/split.py)."""
 
     def __init__(self, voice, ids: list[list[int]], architecture: dict, threads: int, reference_model: Path):
-        from runtime import chunking
-
         self.voice, self.ids, self.architecture, self.threads = voice, ids, architecture, threads
         self.reference_model = reference_model
         self.hop = chunking.hop_length(chunking.layers(architecture))
@@ -126,11 +167,9 @@ class PhonemeDurations:
         return int(noise[0].shape[1]) if noise else 0
 
     def _tokens(self, session, ids: list[int], scale: float, noise: np.ndarray | None = None) -> list[int]:
-        from runtime.voice import SynthesisConfig
-
         names = {i.name for i in session.get_inputs()}
         syn = SynthesisConfig(noise_scale=0.0, noise_w=0.0 if noise is None else None, length_scale=scale)
-        feeds = {k: v for k, v in self.voice._feeds(ids, syn).items() if k in names}
+        feeds = {k: v for k, v in self.voice.feeds(ids, syn).items() if k in names}
         channels = self._noise_channels(session)
         if channels:
             feeds[contract.DURATION_NOISE] = np.zeros((1, channels, len(ids)), np.float32) if noise is None else noise
@@ -138,8 +177,6 @@ class PhonemeDurations:
         return np.rint(durations.reshape(-1)).astype(np.int64).tolist()
 
     def _phonemes(self, ids: list[int], tokens: list[int]) -> list[int]:
-        from runtime.alignment import align
-
         timing = align(ids, tokens, self.symbols, self.hop, self.voice.sample_rate, sum(tokens) * self.hop)
         return [p.samples // self.hop for p in timing.phonemes]
 
@@ -180,14 +217,12 @@ class PhonemeDurations:
                 "share_moved_over_one_frame": round(over / max(total, 1), 3)}
 
 
-class _Listener:
+class Listener:
     """Whisper, DNSMOS and DistillMOS when installed (the bench extra); otherwise says what it cannot judge.
     Scores are means over every sentence and noise draw; the word error rate is pooled over them, and given
     per draw too (``wer_per_draw``: fp32's own spread is what ``Budget.wer_tolerance`` is measured from)."""
 
     def __init__(self, threads: int):
-        from exporter.quality import Scorer
-
         self.scorer = Scorer(threads)
         self.notes = [n for n in (self.scorer.asr_error, self.scorer.mos_error, self.scorer.distill_error) if n]
         self.available = self.scorer.asr is not None or self.scorer.dnsmos is not None
@@ -227,7 +262,7 @@ class Speed:
 
     @property
     def interval(self) -> tuple[float, float]:
-        from scipy.stats import t
+        from scipy.stats import t  # scipy comes with librosa (the export extra); only timing needs it here
 
         logs = np.log(self.ratios)
         if len(logs) < 2:
@@ -269,8 +304,6 @@ def measure_speed(one_round, *, threshold: float | None = None, precision: float
 
 def _session(model, threads: int):
     """A session of a model file or of a piece cut in memory (an ``onnx.ModelProto``)."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_mem_pattern = False  # as runtime.voice.Voice.load runs it (spinning threads too)
@@ -280,10 +313,6 @@ def _session(model, threads: int):
 
 def _pieces(model: Path, architecture: dict):
     """``(frontend, flow, vocoder)`` of ``model``, cut in memory as exporter/split.py cuts the streaming pieces."""
-    import onnx
-
-    from exporter.split import split
-
     return split(onnx.load(str(model)), architecture)
 
 
@@ -291,14 +320,12 @@ class Comparison:
     """Audio and timing of ``model.onnx`` on fixed ids, to compare variants against (zero noise)."""
 
     def __init__(self, voice_dir: Path, sentences, threads: int = 2, repeats: int = 2):
-        from runtime.voice import SynthesisConfig, Voice
-
         self.voice_dir, self.threads, self.repeats = Path(voice_dir), threads, repeats
-        self.voice = Voice.load(voice_dir)
+        self.voice = Voice.load(voice_dir, variant=FP32)
         self.sentences = tuple(sentences)
         self.ids = [self.voice.text_to_ids(s) for s in self.sentences]
         self.zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
-        self.fp32 = self._voice(self.voice_dir / contract.MODEL_FILE)
+        self.fp32 = self.candidate(self.voice_dir / contract.MODEL_FILE)
         self.reference = [self.fp32.ids_to_audio(i, self.zero) for i in self.ids]
         self.size = (self.voice_dir / contract.MODEL_FILE).stat().st_size
         self.architecture = self.voice.config.streaming.get("architecture")
@@ -307,15 +334,12 @@ class Comparison:
         self._frames = None
         self._rounds = 0
 
-    def _voice(self, path: Path):
-        from runtime.voice import Voice
-
+    def candidate(self, path: Path) -> Voice:
+        """The whole graph of the model file ``path``, as a Voice speaking with this voice's settings."""
         return Voice.from_session(_session(path, self.threads), self.voice.config)
 
     def _needs_architecture(self, what: str) -> dict:
         if not self.architecture:
-            from exporter.errors import ExportError
-
             raise ExportError(f"{self.voice_dir}: {what} needs the voice's streaming architecture in its sidecar: "
                               f"re-export it, or run `python -m exporter split {self.voice_dir}`")
         return self.architecture
@@ -326,30 +350,29 @@ class Comparison:
             self._frames = self.phonemes.frames()
         return self._frames
 
-    def measure(self, variant: Path, durations: bool = False, timed: bool = True) -> dict:
-        """Against fp32 at zero noise: with ``durations``, every phoneme's frames at every scale of
-        LENGTH_SCALES (``PhonemeDurations``); lengths, log-mel distance on the sentences of fp32's length,
-        DTW mel-cepstral distortion on all, and speed. ``timed=False`` for weight storage: the same
-        kernels run (see exporter/quant/storage.py)."""
-        from exporter.quality import has_librosa, logmel_distance_db, mcd_dtw_db
-
-        candidate = self._voice(variant)
-        size = {"size_mb": round(variant.stat().st_size / 1e6, 2),
-                "size_vs_fp32": round(variant.stat().st_size / self.size, 3), "threads": self.threads}
-        extra = {}
+    def measure(self, variant: Path, candidate: Voice | None = None, *, durations: bool = False,
+                timed: bool = True) -> Measured:
+        """``variant`` (run as ``candidate``, made here when not given) against fp32 at zero noise: with
+        ``durations``, every phoneme's frames at every scale of LENGTH_SCALES (``PhonemeDurations``); lengths,
+        log-mel distance on the sentences of fp32's length, DTW mel-cepstral distortion on all, and speed.
+        ``timed=False`` for weight storage: the same kernels run (see exporter/quant/storage.py)."""
+        candidate = candidate or self.candidate(variant)
+        measured = Measured(sentences=len(self.ids), size_mb=round(variant.stat().st_size / 1e6, 2),
+                            size_vs_fp32=round(variant.stat().st_size / self.size, 3), threads=self.threads)
         if durations:
-            extra["durations"] = self.phonemes.compare(self.reference_frames(), self.phonemes.frames(variant))
+            measured.durations = self.phonemes.compare(self.reference_frames(), self.phonemes.frames(variant))
         audio = [candidate.ids_to_audio(i, self.zero) for i in self.ids]  # also the warm-up
         same = [(r, a) for r, a in zip(self.reference, audio) if len(r) == len(a)]
         mel = [logmel_distance_db(r, a, self.voice.sample_rate) for r, a in same]
         mcd = [mcd_dtw_db(r, a, self.voice.sample_rate) for r, a in zip(self.reference, audio)] if has_librosa() else []
-        speed = measure_speed(lambda: self.round(candidate), min_rounds=self.repeats).summary() if timed else {}
-        return {"sentences": len(self.ids), "same_length": len(same),
-                "logmel_db": round(float(np.median(mel)), 3) if mel else None,
-                "mcd_db": round(float(np.median(mcd)), 3) if mcd else None,
-                "speed_vs_fp32": None, **speed, **size, **extra, "_voice": candidate}
+        measured.same_length = len(same)
+        measured.logmel_db = round(float(np.median(mel)), 3) if mel else None
+        measured.mcd_db = round(float(np.median(mcd)), 3) if mcd else None
+        if timed:
+            measured.speed = measure_speed(lambda: self.round(candidate), min_rounds=self.repeats)
+        return measured
 
-    def round(self, candidate) -> float:
+    def round(self, candidate: Voice) -> float:
         """One round: fp32's time over the variant's, each running every sentence in a block as the device
         runs them (threads spinning), the order swapped each round. Turn-taking sentence by sentence let one
         session's spinning pool slow the other, and timed int8 faster than it runs (1.14x in-process, 0.97x
@@ -370,9 +393,6 @@ class Comparison:
         device makes them, by the model's streaming pieces (cut here from ``model``). The pieces draw the noise
         in numpy, so the draws are the same for every model: fp32 and a variant are compared on the same
         noise. (The whole graph draws its own noise inside onnxruntime, which no seed repeats.)"""
-        from runtime.pieces import Pieces
-        from runtime.voice import SynthesisConfig, Voice
-
         architecture = self._needs_architecture("listening")
         sessions = [_session(piece, self.threads) for piece in _pieces(model, architecture)]
         voice = Voice(None, self.voice.config, pieces=Pieces(*sessions, architecture))

@@ -6,8 +6,13 @@ import contextlib
 import tempfile
 from pathlib import Path
 
+import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+from exporter.quant import polyphase
 from exporter.quant.calibration import calibrate, quiet_quantizer
 from exporter.quant.plans import QDQ_OPS, QuantConfig
+from exporter.quant.storage import store_weights_fp16, store_weights_int8
 from exporter.quant.units import DURATION_UNITS, node_units
 from runtime import contract
 
@@ -19,12 +24,6 @@ def build(voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path | None = Non
 
 
 def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path | None) -> None:
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-
-    from exporter.quant import polyphase
-    from exporter.quant.storage import store_weights_fp16, store_weights_int8
-
     model = onnx.load(str(src))
     units = node_units(model)
     # Upsamplers of int8 stages become polyphase Convs (see exporter/quant/polyphase.py): int8 kernels exist

@@ -8,9 +8,15 @@ import logging
 import tempfile
 from pathlib import Path
 
+import onnx
+from onnxruntime.quantization.calibrate import PercentileCalibrater, TensorsData, save_tensors_data
+
+from exporter.quant import polyphase
 from exporter.quant.plans import QuantConfig
 from exporter.quant.units import STATIC_UNITS, node_units
 from runtime import contract
+from runtime.config import FP32
+from runtime.voice import Voice
 
 CALIBRATION_OPS = ("Conv", "MatMul", "Add", "LeakyRelu", "Mul")  # one calibration serves every plan
 
@@ -50,11 +56,9 @@ def quiet_quantizer():
 
 def _calibration_feeds(voice_dir: Path, count: int) -> list[dict]:
     """One feed per calibration sentence, at zero noise and the voice's length scale."""
-    from runtime.voice import SynthesisConfig, Voice
-
-    voice = Voice.load(voice_dir)
-    zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)  # the first speaker and language
-    return [voice._feeds(voice.text_to_ids(text), zero) for text in CALIBRATION_SENTENCES[:count]]
+    voice = Voice.load(voice_dir, variant=FP32)
+    call = voice.resolve(noise_scale=0.0, noise_w=0.0)  # the first speaker and language
+    return [call.feeds(voice.text_to_ids(text)) for text in CALIBRATION_SENTENCES[:count]]
 
 
 class _Reader:
@@ -68,11 +72,6 @@ class _Reader:
 def calibrate(voice_dir: Path, cfg: QuantConfig, cache: Path) -> None:
     """Activation ranges of every tensor that static QDQ may quantize (those of the units in
     STATIC_UNITS), saved to ``cache`` once and reused by every plan built from it (auto builds dozens)."""
-    import onnx
-    from onnxruntime.quantization.calibrate import PercentileCalibrater, save_tensors_data
-
-    from exporter.quant import polyphase
-
     if cache.is_file():
         return
     feeds = _calibration_feeds(voice_dir, cfg.calibration_sentences)
@@ -107,8 +106,6 @@ def calibrate(voice_dir: Path, cfg: QuantConfig, cache: Path) -> None:
 
 def _percentile_ranges(collector, ranges, unit_of: dict[str, str], percentiles: tuple[tuple[str, float], ...]):
     """Each tensor clipped at the percentile of the unit that makes it (one histogram pass)."""
-    from onnxruntime.quantization.calibrate import TensorsData
-
     by_percentile = {}
     for pct in {p for _, p in percentiles}:
         collector.percentile = pct

@@ -21,17 +21,32 @@ seeded by the step number).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from runtime import contract
+from exporter.errors import ExportError
+from exporter.io import atomic_write_bytes
+from exporter.quant import polyphase
+from exporter.quant.budget import Budget
+from exporter.quant.build import build
+from exporter.quant.judge import Judge
+from exporter.quant.plans import FINETUNED, preset
+from exporter.quant.variants import add_pieces, make_default, record
+from exporter.split import split
+from runtime import chunking, contract, cpu
+from runtime.config import FP32
+from runtime.voice import SynthesisConfig, Voice
 
 # Sentences the teacher speaks to make training latents. They share nothing with the calibration
 # sentences (exporter/quant/calibration.py), the judged ones (budget.JUDGE_SENTENCES) or the benchmark's.
@@ -68,7 +83,7 @@ LENGTH_SCALES = (0.85, 1.0, 1.2)
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """The training; the defaults are what measured best on the real voice (README, "Fine-tuned int8"): 3000
+    """The training; the defaults are what measured best on the real voice (docs/int8.md, "Fine-tuned int8"): 3000
     steps take ~15 min on 2 cores (0.3 s a step), the whole preset ~20 min."""
 
     steps: int = 3000
@@ -118,12 +133,8 @@ def training_texts(cfg: FinetuneConfig) -> list[str]:
 
 def teacher_latents(voice_dir: Path, cfg: FinetuneConfig) -> list[np.ndarray]:
     """``z`` of every training text at a seeded draw of (noise scale, length scale), from fp32's pieces."""
-    from runtime.voice import SynthesisConfig, Voice
-
-    voice = Voice.load(voice_dir)
+    voice = Voice.load(voice_dir, variant=FP32)
     if voice.pieces is None:
-        from exporter.errors import ExportError
-
         raise ExportError(f"{voice_dir}: fine-tuning needs the voice's streaming pieces (they cut the vocoder): "
                           f"run `python -m exporter split {voice_dir}`")
     rng = np.random.default_rng(cfg.seed)
@@ -133,7 +144,7 @@ def teacher_latents(voice_dir: Path, cfg: FinetuneConfig) -> list[np.ndarray]:
         for _ in range(2):
             noise, length = float(rng.choice(NOISE_SCALES)), float(rng.choice(LENGTH_SCALES))
             syn = SynthesisConfig(noise_scale=noise, length_scale=length)
-            encoded = voice.pieces.encode(voice._feeds(ids, syn), rng)
+            encoded = voice.pieces.encode(voice.feeds(ids, syn), rng)
             latents = voice.pieces.latents(encoded, noise, rng)
             frames = latents.shape[2]
             if frames >= cfg.crop_frames:
@@ -154,7 +165,7 @@ class Loss:
         self.features = features
 
     def __call__(self, student, teacher, s_feats: dict, t_feats: dict) -> tuple:
-        import torch
+        import torch  # heavy, and only for fine-tuning: quantize's other presets run without it
 
         audio = 0.0
         s, t = student.reshape(student.shape[0], -1), teacher.reshape(teacher.shape[0], -1)
@@ -179,22 +190,17 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
     """Train the int8 vocoder of ``qdq_model`` (a file ``build`` wrote for ``plan``) and write it back in place.
     ``stop_after``: stop (as an interruption would) after that many steps of this call, checkpoint kept.
     Returns what was done: steps, losses at the start and the end, seconds."""
-    import onnx
+    # torch, and the simulation built on it, are heavy and only for fine-tuning: quantize's other presets run without
     import torch
 
-    from exporter.io import atomic_write_bytes
-    from exporter.quant import polyphase
     from exporter.quant.fakequant import FakeQuantGraph
-    from exporter.split import split
-    from runtime import chunking
-    from runtime.voice import Voice
 
     cfg = cfg or FinetuneConfig()
     voice_dir = Path(voice_dir)
     teacher = voice_key(voice_dir)
     work = Path(work) if work else voice_dir / ".finetune" / cfg.key(plan, teacher)
     work.mkdir(parents=True, exist_ok=True)
-    architecture = Voice.load(voice_dir).config.streaming.get("architecture")
+    architecture = Voice.load(voice_dir, variant=FP32).config.streaming.get("architecture")
 
     data_path = work.parent / f"latents-{cfg.data_key(teacher)}.npz"  # shared by the plans trained beside this one
     if not data_path.is_file():
@@ -247,8 +253,6 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
                 contract.CROP_ENDS: torch.full((crops,), 1 << 40, dtype=torch.int64, device=device)}
 
     def save():
-        import io
-
         buffer = io.BytesIO()
         torch.save({"step": step, "before": before, "graph": graph.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
@@ -280,8 +284,6 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
         out, s_feats = graph(feeds, record=recorded if cfg.features else None)
         loss, audio, feats = loss_fn(out, target, s_feats, t_feats)
         if not torch.isfinite(loss):
-            from exporter.errors import ExportError
-
             raise ExportError(f"fine-tuning diverged at step {step} (loss {float(loss)}): lower the learning rates")
         optimizer.zero_grad()
         loss.backward()
@@ -313,17 +315,6 @@ def finetune_voice(voice_dir: Path, *, target: str | None = None, budget=None, c
     """``quantize --preset finetuned``: build the plan, fine-tune its vocoder (resuming a stopped run), judge the
     result with the same budget as ``auto``, and write ``model.finetuned.onnx`` only if it is inside it.
     Returns None when ``stop_after`` stopped the training first (the checkpoint stays for the next run)."""
-    import dataclasses
-    import shutil
-
-    from exporter.errors import ExportError
-    from exporter.quant.budget import Budget
-    from exporter.quant.build import build
-    from exporter.quant.plans import FINETUNED, preset
-    from exporter.quant.search import RECORDED, Judge
-    from exporter.quant.variants import add_pieces, record
-    from runtime import cpu
-
     voice_dir, cfg, budget = Path(voice_dir), cfg or FinetuneConfig(), budget or Budget()
     plan = preset(FINETUNED, target)
     work = voice_dir / ".finetune" / cfg.key(plan.describe(), voice_key(voice_dir))
@@ -345,14 +336,14 @@ def finetune_voice(voice_dir: Path, *, target: str | None = None, budget=None, c
            f"{done['held_out_loss_before']} -> {done['held_out_loss_after']}; judging against fp32")
     judge = Judge(voice_dir, budget, report=report)  # timed on 2 threads, as the device runs it
     row = judge.trial(trained, plan, "final")
-    measured = {k: row.get(k) for k in (*RECORDED, "heard")}
+    measured = row.recorded()
     measured.update(fp32_heard=judge.reference, timed_on=cpu.describe(),
                     seconds=round(time.perf_counter() - start, 1), finetune=done)
-    if not row["within_budget"]:
+    if not row.within_budget:
         rejected = work / "model.finetuned.rejected.onnx"
         os.replace(trained, rejected)
         (work / "rejected.json").write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
-        raise ExportError(f"the fine-tuned plan is outside the budget, not written: {row['verdict']}. "
+        raise ExportError(f"the fine-tuned plan is outside the budget, not written: {row.verdict}. "
                           f"It is kept for listening at {rejected} (its measurements beside it); more steps "
                           f"(--finetune-steps) or another loss may get further")
     dst = voice_dir / f"model.{FINETUNED}.onnx"
@@ -361,4 +352,5 @@ def finetune_voice(voice_dir: Path, *, target: str | None = None, budget=None, c
                                   "budget": dataclasses.asdict(budget)})
     shutil.rmtree(work.parent, ignore_errors=True)  # .finetune: the latents, and any other plan's stopped run
     add_pieces(voice_dir, dst.name)
+    make_default(voice_dir, dst.name, plan, measured["timed_on"])
     return dst

@@ -6,19 +6,38 @@ import json
 import logging
 from pathlib import Path
 
+from exporter import pieces
 from exporter.errors import ExportError
 from exporter.io import atomic_write_bytes
+from exporter.quant.plans import COMPUTE, QuantConfig
 from runtime import contract
 
 logger = logging.getLogger(__name__)
 
 
-def record(voice_dir: Path, name: str, entry: dict) -> None:
-    """``entry`` (how the variant was made and measured) under ``variants`` in the sidecar."""
+def _update_sidecar(voice_dir: Path, change) -> None:
     sidecar_path = contract.sidecar_path(Path(voice_dir) / contract.MODEL_FILE)
     sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    sidecar.setdefault("variants", {})[name] = entry
+    change(sidecar)
     atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def record(voice_dir: Path, name: str, entry: dict) -> None:
+    """``entry`` (how the variant was made and measured) under ``variants`` in the sidecar."""
+    _update_sidecar(voice_dir, lambda sidecar: sidecar.setdefault("variants", {}).__setitem__(name, entry))
+
+
+def make_default(voice_dir: Path, name: str, cfg: QuantConfig, timed_on: dict) -> None:
+    """Make ``name`` (a variant judged inside the budget: ``auto``'s, or the fine-tuned one) the model the folder
+    speaks when none is asked for (runtime.config.default_model). A plan that computes in int8 was chosen by
+    timings on one CPU class, and is the default only on CPUs of that class; weight storage alone runs fp32's
+    kernels, and is the default everywhere."""
+    computes = any(option in COMPUTE for _, option in cfg.plan)
+    entry = {"model": name, "int8_class": timed_on["int8_class"] if computes else None, "plan": cfg.describe(),
+             "timed_on": timed_on["cpu"]}
+    _update_sidecar(voice_dir, lambda sidecar: sidecar.__setitem__(contract.DEFAULT_KEY, entry))
+    logger.info("%s is now the default of %s%s", name, voice_dir,
+                f" on {entry['int8_class']} CPUs" if entry["int8_class"] else "")
 
 
 def check_voice_dir(voice_dir: Path) -> None:
@@ -30,8 +49,6 @@ def check_voice_dir(voice_dir: Path) -> None:
 def add_pieces(voice_dir: Path, name: str) -> None:
     """The variant's streaming pieces (its own plan, cut like model.onnx); a variant whose pieces fail
     their check is kept, and spoken whole sentences at a time."""
-    from exporter import pieces
-
     try:
         pieces.add(voice_dir, name)
     except ExportError as exc:

