@@ -29,6 +29,7 @@ from pathlib import Path
 from benchmarks import progress, sysinfo
 from benchmarks.results import stats, write
 from benchmarks.run import SENTENCES, read_sentences
+from runtime.config import resolve
 
 logger = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
@@ -54,16 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contenders", help=f"keys separated by commas (default: all; --quick: {','.join(QUICK)}): "
                                         f"{', '.join(CONTENDERS)}")
     p.add_argument("--batch-size", type=int, default=8, help="items sent to a worker at a time (the job's default)")
+    p.add_argument("--variant", help="which model of the voice folder (default: the folder's own default, as the "
+                   "batch command chooses it)")
     p.add_argument("--quick", action="store_true", help="a smoke run: few items, one round")
+    p.add_argument("--docs", action="store_true", help="also write the report to docs/measured/batch.md (the "
+                   "documentation's table: commit it)")
     p.add_argument("--debug", action="store_true", help="show debug logs")
     return p
 
 
-def run_job(key: str, items: Path, voice: Path, out: Path, batch_size: int) -> dict:
+def run_job(key: str, items: Path, voice: Path, out: Path, batch_size: int, variant: str | None = None) -> dict:
     """One contender, one run: the command's wall time and the job's own, from its last line."""
     _, backend, workers, threads = CONTENDERS[key]
     cmd = [sys.executable, "-m", "runtime.batch", str(items), "--voice", str(voice), "--out", str(out),
            "--backend", backend, "--workers", str(workers), "--threads", str(threads), "--batch-size", str(batch_size)]
+    cmd += ["--variant", variant] if variant else []
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - start
@@ -98,7 +104,8 @@ def measure(args) -> dict:
             this_round = {}
             for key in order:
                 show.step(f"round {r + 1}/{rounds}: {CONTENDERS[key][0]}")
-                this_round[key] = run_job(key, items, args.voice, Path(tmp) / f"out-{r}-{key}", args.batch_size)
+                this_round[key] = run_job(key, items, args.voice, Path(tmp) / f"out-{r}-{key}", args.batch_size,
+                                          args.variant)
                 runs[key].append(this_round[key])
             base = this_round.get(BASELINE)
             for key, row in this_round.items():
@@ -118,6 +125,7 @@ def measure(args) -> dict:
     info = sysinfo.machine()
     return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": info,
             "machine_line": sysinfo.describe(info), "revision": sysinfo.git_revision(REPO), "voice": str(args.voice),
+            "model": resolve(args.voice, args.variant)[0].name,
             "items": count, "rounds": rounds, "batch_size": args.batch_size, "runs": runs, "summary": summary}
 
 
@@ -127,7 +135,8 @@ def report(results: dict) -> str:
 
     lines = ["# Batch synthesis: items per second", "",
              f"Machine: {results['machine_line']}; revision {results['revision']}; {results['when']}", "",
-             (f"Voice {results['voice']}; {results['items']} items a run (the benchmark's sentences, repeated), "
+             (f"Voice {results['voice']} ({results.get('model', 'model.onnx')}); {results['items']} items a run "
+              "(the benchmark's sentences, repeated), "
               f"{results['rounds']} round(s), batches of {results['batch_size']}; medians (min-max)."), "",
              ("| contender | items/s (job) | vs 1 worker, same round | items/s (whole command) | start-up s | "
               "x real time |"), "|---|---|---|---|---|---|"]
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     results = measure(args)
-    write(args.out, results, report(results))
+    write(args.out, results, report(results), "batch" if args.docs else None, argv)
     return 0 if all(s["failed"] == 0 for s in results["summary"].values()) else 1
 
 

@@ -18,8 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
+from exporter.verify import onnx_feeds, snr_db
 from runtime import contract
+from runtime.config import FP32
+from runtime.text import PiperTokenizer
+from runtime.voice import Voice
 
 logger = logging.getLogger(__name__)
 
@@ -82,25 +87,10 @@ def find_checkpoint(voice_dir: Path, given: Path | None) -> Path | None:
     return None
 
 
-def reference_ids(voice_dir: Path, checkpoint: Path | None, sentences: list[str]) -> tuple[list[list[int]], str]:
-    """Token ids for every sentence, from our runtime's frontend (or TTS's tokenizer until it exists)."""
-    try:
-        import runtime.text  # noqa: F401  (the device-side frontend)
-    except ImportError as exc:
-        missing = exc
-    else:
-        from runtime.voice import Voice
-
-        voice = Voice.load(voice_dir, threads=1)
-        return [voice.text_to_ids(s) for s in sentences], "vits-edge runtime (Voice.text_to_ids)"
-    if checkpoint is not None and _installed("torch") and _installed("TTS"):
-        from TTS.tts.utils.text.tokenizer import TTSTokenizer
-
-        from exporter.checkpoint import load_config
-
-        tokenizer, _ = TTSTokenizer.init_from_config(load_config(checkpoint / "config.json"))
-        return [tokenizer.text_to_ids(s) for s in sentences], f"TTS tokenizer (runtime.text: {missing})"
-    raise BenchmarkError(f"no text frontend: runtime.text cannot be imported ({missing}) and TTS is not installed")
+def reference_ids(voice_dir: Path, sentences: list[str]) -> tuple[list[list[int]], str]:
+    """Token ids for every sentence, from our runtime's frontend (held to TTS's by tests/test_frontend_parity.py)."""
+    voice = Voice.load(voice_dir, variant=FP32, threads=1)
+    return [voice.text_to_ids(s) for s in sentences], "vits-edge runtime (Voice.text_to_ids)"
 
 
 def ids_to_symbols(ids: list[int], tokenizer: dict) -> list[str]:
@@ -114,17 +104,11 @@ def ids_to_symbols(ids: list[int], tokenizer: dict) -> list[str]:
 
 def piper_ids(symbols: list[str], id_map: dict) -> list[int]:
     """Piper's own layout, ^ _ p1 _ ... pN _ $, from the runtime's Piper tokenizer."""
-    from runtime.text import PiperTokenizer
-
     return PiperTokenizer({"phoneme_id_map": id_map, "phoneme_type": "text"}).phonemes_to_ids(symbols)
 
 
 # -- the original Piper voice -----------------------------------------------------------------------
 def _zero_noise_audio(model: Path, ids: list[int]) -> np.ndarray:
-    import onnxruntime as ort
-
-    from exporter.verify import onnx_feeds
-
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     return session.run(None, onnx_feeds([ids], [0.0, 1.0, 0.0]))[0].reshape(-1)
 
@@ -146,8 +130,6 @@ def find_piper_voice(option: str, voice_dir: Path, ids: list[int], symbols: list
     missing = sorted({s for s in symbols if s not in id_map})
     if missing:
         return None, f"{path.name} has no id for {''.join(missing)!r}: not the voice this export came from"
-    from exporter.verify import snr_db
-
     try:
         ours = _zero_noise_audio(Path(voice_dir) / contract.MODEL_FILE, ids)
         theirs = _zero_noise_audio(path, piper_ids(symbols, id_map))
@@ -169,7 +151,7 @@ def sherpa_tokens(vocab_ids: dict[str, int], path: Path) -> Path:
 
 def piper_for_sherpa(piper_model: Path, piper_json: dict, out: Path) -> Path:
     """A copy of the Piper voice with the metadata keys sherpa-onnx reads (what its docs have users do)."""
-    import onnx
+    import onnx  # the export extra's: a device benchmarking without it skips sherpa-onnx on the Piper voice
 
     model = onnx.load(str(piper_model))
     meta = {

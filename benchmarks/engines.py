@@ -6,6 +6,9 @@ symbols, which Piper maps through its own ``phoneme_id_map`` and sherpa-onnx tak
 ``synth(i, noise)`` speaks sentence ``i`` with the voice's default noise or with zero noise;
 ``first_audio()`` turns the paragraph into its first sentence of audio the way a user of that
 engine would (its own sentence splitting and frontend where it has them).
+
+Each engine imports its libraries in ``import_libs`` and ``load``, not at the top: every contender runs in a
+process of its own whose import time and peak memory are measured, and must hold only what it runs.
 """
 
 from __future__ import annotations

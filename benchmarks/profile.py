@@ -29,7 +29,12 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import onnx
+import onnxruntime as ort
+
+from benchmarks.results import publish
 from benchmarks.run import SENTENCES, read_sentences
+from exporter.quant.units import node_units
 from runtime import contract
 from runtime.voice import SynthesisConfig, Voice
 
@@ -46,8 +51,6 @@ class UnitNames:
     with its neighbours in the graph."""
 
     def __init__(self, source):
-        from exporter.quant.units import node_units
-
         self.units = node_units(source)
         by_path: dict[str, set[str]] = defaultdict(set)
         for name, unit in self.units.items():
@@ -100,9 +103,6 @@ class _Profiled:
     """One model in a session with onnxruntime's profiler on, and the unit of each node it will report."""
 
     def __init__(self, model: Path, threads: int, folder: Path):
-        import onnx
-        import onnxruntime as ort
-
         source = onnx.load(str(model), load_external_data=False)
         self.model = model
         options = ort.SessionOptions()
@@ -196,10 +196,10 @@ def report(results: list[dict], top: int) -> str:
         row = [unit] + [f"{t:.1f} ({t / r['kernel_ms']:.0%})" for t, r in zip(ms, results)]
         row += [f"{ms[0] / t:.2f}" if t and ms[0] else "-" for t in ms[1:]]
         lines.append("| " + " | ".join(row) + " |")
-    for r in results:
-        lines += ["", f"{r['model']}: top operators, then top nodes"]
-        lines += [f"  {op:24s} {ms:9.1f} ms {ms / r['kernel_ms']:6.1%}" for op, ms in list(r["ops"].items())[:top]]
-        lines += [f"  {ms:9.1f} ms  {node}" for node, ms in list(r["nodes"].items())[:top]]
+    for r in results:  # indented: a markdown page shows these lists as they are printed
+        lines += ["", f"    {r['model']}: top operators, then top nodes"]
+        lines += [f"      {op:24s} {ms:9.1f} ms {ms / r['kernel_ms']:6.1%}" for op, ms in list(r["ops"].items())[:top]]
+        lines += [f"      {ms:9.1f} ms  {node}" for node, ms in list(r["nodes"].items())[:top]]
     return "\n".join(lines)
 
 
@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="profiled passes per model (medians are reported)")
     parser.add_argument("--top", type=int, default=10, help="operators and nodes listed per model")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--docs", action="store_true", help="also write the report to docs/measured/profile.md (the "
+                        "documentation's table: commit it)")
     args = parser.parse_args(argv)
     if not (args.voice / contract.MODEL_FILE).is_file():
         parser.error(f"{args.voice}: no {contract.MODEL_FILE}; export a voice first "
@@ -227,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"profiling {', '.join(names)}: {args.rounds} rounds after a warm-up ...", file=sys.stderr, flush=True)
     results = profile([args.voice / name for name in names], texts, args.threads, args.rounds)
     print(report(results, args.top))
+    if args.docs:
+        page = f"# Where the time goes\n\n{report(results, args.top)}"
+        print(f"published: {publish('profile', page, argv)}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0

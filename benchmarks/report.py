@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks import results as res
 from benchmarks import sysinfo
+from exporter.quant import report as variants_report
 
 COLUMNS = ("contender", "model MB", "× size", "installed MB", "load s", "RTF median (min-max)", "× speed",
            "first audio ms", "peak RSS MB", "× RSS", "SNR dB", "log-mel dB", "MCD dB", "length changed", "WER %", "CER %",
@@ -148,6 +149,14 @@ def markdown(results: dict, compared: list[dict] = ()) -> str:
         out += ["", "## Contenders", ""]
         out += [f"- {label}: {note}" for label, note in notes]
         out += [f"- {label}, first audio: {note}" for label, note in ttfa]
+    variants = results.get("variants")
+    if variants:
+        out += ["", "## How the variants were judged when they were made", "",
+                "What `python -m exporter quantize` measured and recorded in the voice's sidecar (the listener budget: "
+                "[docs/int8.md](../int8.md)); its speeds are its own timings, on the judged sentences, not this run's.",
+                "", variants_report.markdown(variants["header"], variants["rows"]), "", variants["note"]]
+        if variants.get("search"):
+            out += ["", "Every plan `auto` tried, in its own words:", "", variants["search"]]
     missing = [(r["label"], "failed: " + r.get("note", "")) for r in results["contenders"] if r.get("status") != "ok"]
     missing += [(r["label"], "skipped: " + r["reason"]) for r in results.get("skipped", [])]
     missing += [("quality", note) for note in results.get("quality_notes", [])]

@@ -24,6 +24,7 @@ from benchmarks import contenders as cs
 from benchmarks import progress, report, sysinfo
 from benchmarks import results as res
 from benchmarks.worker import Worker, WorkerError, run_in_process
+from exporter.quant import report as variants_report
 
 logger = logging.getLogger("benchmarks")
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=Path, action="append", default=[],
                    help="a results.json measured elsewhere (e.g. with PyTorch, on another machine) to show beside")
     p.add_argument("--skip-quality", action="store_true", help="skip ASR and DNSMOS (speed, size, fidelity only)")
+    p.add_argument("--docs", action="store_true", help="also write the report to docs/measured/benchmark.md (the "
+                   "documentation's table: commit it)")
     p.add_argument("--debug", action="store_true", help="show debug logs")
     return p
 
@@ -199,7 +202,7 @@ def measure(args, argv: list[str]) -> dict:
     checkpoint = cs.find_checkpoint(args.voice, args.checkpoint_dir)
     show = progress.Progress()
     show.phase("text to ids")
-    ids, frontend = cs.reference_ids(args.voice, checkpoint, sentences)
+    ids, frontend = cs.reference_ids(args.voice, sentences)
     if not all(ids):
         for sentence in (s for s, x in zip(sentences, ids) if not x):
             logger.warning("nothing this voice can say in %r; left out", sentence)
@@ -258,6 +261,9 @@ def measure(args, argv: list[str]) -> dict:
     results["command"] = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv)
     results["started"] = started.isoformat(timespec="seconds")
     results["wall_s"] = time.perf_counter() - t0
+    header, rows, note = variants_report.columns(args.voice)  # how quantize judged each variant (the sidecar's record)
+    results["variants"] = {"header": header, "rows": rows, "note": note,
+                           "search": variants_report.search_table(args.voice)}
     show.done()
     return results
 
@@ -275,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         compared = [res.load_results(path) for path in args.compare]
         results = measure(args, argv)
         written = report.write_all(results, args.out, compared)
+        if args.docs:
+            written.append(res.publish("benchmark", report.markdown(results, compared), argv))
     except (cs.BenchmarkError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

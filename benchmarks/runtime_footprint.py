@@ -10,6 +10,9 @@
   the first audio bytes, total time, and the process's peak RSS. Inputs: ``sentence`` (one
   sentence), ``paragraphs:N`` (N paragraphs of five sentences), ``line:N`` (one line of N
   characters without punctuation, which the runtime speaks in pieces of at most 400 characters).
+
+The model is the one the folder speaks by default (``--variant`` chooses another). Prints a markdown table
+(``--json`` the raw numbers); ``--docs`` also writes it to docs/measured/footprint.md.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.results import publish
+from runtime.config import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 PARAGRAPH = (
@@ -82,14 +88,15 @@ def text_for(spec: str) -> str:
     raise ValueError(f"unknown input {spec!r}: sentence, paragraphs:N or line:N")
 
 
-def stream(py: Path, voice: Path, spec: str, threads: int) -> dict:
+def stream(py: Path, voice: Path, spec: str, threads: int, variant: str | None = None) -> dict:
     text = text_for(spec)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
         f.write(text)
         text_file = f.name
     start = time.perf_counter()
     proc = subprocess.Popen([str(py), "-m", "runtime.synthesize", "-m", str(voice), "--text-file", text_file,
-                             "--output-raw", "--threads", str(threads)], stdout=subprocess.PIPE, cwd=tempfile.gettempdir())
+                             "--output-raw", "--threads", str(threads), *(["--variant", variant] if variant else [])],
+                            stdout=subprocess.PIPE, cwd=tempfile.gettempdir())
     first = proc.stdout.read(2)
     first_audio = time.perf_counter() - start
     total_bytes = len(first) + sum(len(b) for b in iter(lambda: proc.stdout.read(1 << 16), b""))
@@ -108,13 +115,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", nargs="+", default=["sentence", "paragraphs:1", "paragraphs:50", "line:100000"],
                         help="sentence, paragraphs:N, line:N (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variant", help="which model of the voice folder (default: the one it speaks by default)")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--docs", action="store_true", help="also write the table to docs/measured/footprint.md "
+                        "(the documentation's table: commit it)")
     args = parser.parse_args(argv)
+    model = resolve(args.voice, args.variant)[0].name
     with tempfile.TemporaryDirectory() as tmp:
         py = slim_venv(Path(tmp))
-        result = {"installed_mb": round(installed_mb(py), 1), "import_s": round(import_seconds(py), 3),
-                  "streaming": [stream(py, args.voice.resolve(), spec, args.threads) for spec in args.inputs]}
-    print(json.dumps(result, indent=2))
+        result = {"model": model, "threads": args.threads, "installed_mb": round(installed_mb(py), 1),
+                  "import_s": round(import_seconds(py), 3),
+                  "streaming": [stream(py, args.voice.resolve(), spec, args.threads, args.variant)
+                                for spec in args.inputs]}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    table = report(result)
+    print(table)
+    if args.docs:
+        print(f"published: {publish('footprint', table, argv)}")
     return 0
+
+
+def report(result: dict) -> str:
+    """The footprint as a markdown table: one row a measure, each input in its own process."""
+    lines = ["# The runtime's footprint", "",
+             f"`python -m runtime.synthesize --output-raw` speaking `{result['model']}` with {result['threads']} "
+             "threads, in a fresh venv holding only the wheel, onnxruntime and numpy; each input in its own process.",
+             "", "| | |", "|---|---|",
+             f"| installed (wheel + onnxruntime + numpy, without pip) | {result['installed_mb']:.1f} MB |",
+             f"| `from runtime.voice import Voice` | {result['import_s']:.2f} s |"]
+    for row in result["streaming"]:
+        lines.append(f"| {row['input']} ({row['audio_s']:.0f} s of audio): first audio from process start, "
+                     f"voice loading included | {row['first_audio_s']:.2f} s |")
+        lines.append(f"| {row['input']}: peak RSS | {row['peak_rss_mb']:.0f} MB |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

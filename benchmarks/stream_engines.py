@@ -2,7 +2,8 @@
 
 ``speak(text)`` returns when the last sample exists and says when the first one did: the time to
 first audio (TTFA) is what a listener waits for, the total what the machine spent. Each engine
-starts from text with its own frontend, as its users call it.
+starts from text with its own frontend, as its users call it. As in engines.py, each engine imports what it
+runs when it loads: its process's memory is measured and must hold only that.
 """
 
 from __future__ import annotations

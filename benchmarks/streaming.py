@@ -35,11 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import progress, sysinfo
-from benchmarks.contenders import BUILTIN_PIPER, find_piper_voice, read_sidecar
+from benchmarks.contenders import BUILTIN_PIPER, find_piper_voice, ids_to_symbols, read_sidecar
 from benchmarks.results import write
 from benchmarks.run import SENTENCES, read_sentences
 from benchmarks.worker import Worker, WorkerError
+from exporter.pieces import MIN_SNR_DB, fp32_distances, int8_agreement
+from exporter.verify import snr_db
 from runtime import contract
+from runtime.config import FP32
+from runtime.voice import SynthesisConfig, Voice
 
 logger = logging.getLogger("benchmarks")
 
@@ -73,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--piper-voice", default="auto", help="the Piper VOICE.onnx the voice came from, for piper-tts "
                    "and streaming-vits ('auto': the built-in voice when it is this one; 'none')")
     p.add_argument("--no-calibrate", action="store_true", help="run streaming-vits with its default schedule")
+    p.add_argument("--docs", action="store_true", help="also write the report to docs/measured/streaming.md (the "
+                   "documentation's table: commit it)")
     p.add_argument("--debug", action="store_true", help="show debug logs")
     return p
 
@@ -177,12 +183,8 @@ def _piper(option: str, voice: Path) -> Path | None:
         return None
     if option == "auto" and importlib.util.find_spec(BUILTIN_PIPER) is None:
         return None
-    from runtime.voice import Voice
-
-    v = Voice.load(voice, threads=1)
+    v = Voice.load(voice, variant=FP32, threads=1)
     ids = v.text_to_ids("Hello there.")
-    from benchmarks.contenders import ids_to_symbols
-
     path, why = find_piper_voice(option, voice, ids, ids_to_symbols(ids, read_sidecar(voice)["tokenizer"]))
     if path is None:
         logger.warning("no Piper voice: %s", why)
@@ -190,8 +192,6 @@ def _piper(option: str, voice: Path) -> Path | None:
 
 
 def _snr(reference: np.ndarray, test: np.ndarray) -> float:
-    from exporter.verify import snr_db
-
     return float(snr_db(reference, test)) if len(reference) == len(test) else float("-inf")
 
 
@@ -199,9 +199,6 @@ def exactness(voice: Path, models: list[str], sentences: list[str], threads: int
     """Joined chunks (the runtime's default schedule) against the whole graph, zero noise; for an int8
     variant also both against fp32's whole sentence (log-mel): the chunks must be no farther from fp32
     than the variant's own whole sentence is (exporter.pieces.int8_agreement, the export's check too)."""
-    from exporter.pieces import MIN_SNR_DB, fp32_distances, int8_agreement
-    from runtime.voice import SynthesisConfig, Voice
-
     zero = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
     fp32 = Voice.load(voice / contract.MODEL_FILE, threads=threads, streaming=False)
     out = {}
@@ -321,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     results = measure(args)
-    write(args.out, results, report(results))
+    write(args.out, results, report(results), "streaming" if args.docs else None, argv)
     return 0
 
 

@@ -30,6 +30,7 @@ from benchmarks.results import write
 from benchmarks.run import SENTENCES, read_sentences
 from benchmarks.streaming import LONG_SENTENCES, _piper
 from benchmarks.wyoming_servers import ServerProcess
+from runtime.serve.catalog import entry
 
 MODES = ("non_streaming", "streaming")
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="cores every server is pinned to (and our --threads)")
     p.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="one long sentence and the short text, one round")
+    p.add_argument("--docs", action="store_true", help="also write the report to docs/measured/wyoming.md (the "
+                   "documentation's table: commit it)")
     p.add_argument("--piper-voice", default="auto", help="the Piper VOICE.onnx for wyoming-piper ('auto': the "
                    "built-in voice when the export is of it)")
     return p
@@ -69,7 +72,7 @@ def contenders(voice: Path, piper: Path | None, threads: int, workdir: Path):
 
 
 async def _measure(port: int, mode: str, text: str) -> dict:
-    from wyoming_bench.tts.client import measure_once
+    from wyoming_bench.tts.client import measure_once  # the test extra (wyoming-bench): its own client measures
 
     m = await measure_once("127.0.0.1", port, mode, text, None, None, 30.0, 300.0)
     return {"ok": m.ok, "error": m.error, "ttft_s": m.ttft_s, "total_s": m.total_s, "rtf": m.rtf,
@@ -77,8 +80,6 @@ async def _measure(port: int, mode: str, text: str) -> dict:
 
 
 def measure(args) -> dict:
-    from runtime.serve.catalog import entry
-
     items = texts(args.quick)
     rounds = args.rounds or (1 if args.quick else 3)
     piper = _piper(args.piper_voice, args.voice)
@@ -178,7 +179,7 @@ def report(results: dict, args) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     results = measure(args)
-    write(args.out, results, report(results, args))
+    write(args.out, results, report(results, args), "wyoming" if args.docs else None, argv)
     failed = [(label, name, mode) for label, per_text in results["summary"]["contenders"].items()
               for name, per_mode in per_text.items() for mode, m in per_mode.items() if m["ok"] < m["n"]]
     if failed:

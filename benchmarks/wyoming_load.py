@@ -21,9 +21,14 @@ import os
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import sysinfo
+from benchmarks.results import publish
+from runtime.sentences import split_sentences
+from runtime.serve.catalog import entry
+from runtime.voice import Voice
 from benchmarks.run import SENTENCES, read_sentences
 from benchmarks.wyoming_servers import ServerProcess, rss_mb
 
@@ -40,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=2, help="the server's onnxruntime threads")
     p.add_argument("--workers", type=int, default=1, help="the server's --workers")
+    p.add_argument("--docs", action="store_true", help="also write the report to docs/measured/wyoming-load.md (the "
+                   "documentation's table: commit it)")
     return p
 
 
@@ -50,9 +57,6 @@ def texts() -> list[str]:
 
 
 def expected_samples(voice: Path, items: list[str]) -> dict[str, int]:
-    from runtime.serve.catalog import entry
-    from runtime.voice import Voice
-
     model = Voice.load(entry(voice).model)
     return {t: sum(len(c.audio) for c in model.synthesize(t, noise_scale=0, noise_w=0)) for t in items}
 
@@ -60,9 +64,7 @@ def expected_samples(voice: Path, items: list[str]) -> dict[str, int]:
 async def one_request(port: int, text: str, streaming: bool) -> dict:
     from wyoming.audio import AudioChunk, AudioStart
     from wyoming.client import AsyncTcpClient
-    from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
-
-    from runtime.sentences import split_sentences
+    from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop  # the server extra's
 
     result = {"mode": "streaming" if streaming else "non_streaming", "text": text, "ok": False}
     start = time.perf_counter()
@@ -201,10 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.seconds <= 0:
         print("error: --clients must be at least 1 and --seconds positive", file=sys.stderr)
         return 2
-    from datetime import datetime, timezone
-
-    from runtime.serve.catalog import entry
-
     items = texts()
     expected = expected_samples(args.voice, items)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -226,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "report.md").write_text(report(summary, facts, args))
     (args.out / "server.log").write_text(log)
     print(report(summary, facts, args))
+    if args.docs:
+        print(f"published: {publish('wyoming-load', report(summary, facts, args), argv)}")
     return 0 if summary["failed"] == 0 and summary["wrong_length"] == 0 and alive else 1
 
 
