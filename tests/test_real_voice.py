@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,41 +111,74 @@ def test_runtime_speaks_the_original_piper_voice(tmp_path):
     assert out.stat().st_size > 22050  # more than half a second of 16-bit audio
 
 
-def test_make_demo_writes_playable_wav(tmp_path):
-    """The README's first command, on the built-in voice."""
+def _wav(path):
     import wave
 
-    demo = tmp_path / "demo"
-    proc = subprocess.run(["make", "demo", f"DEMO_DIR={demo}"], capture_output=True, text=True, cwd=REPO,
-                          timeout=900, env={**os.environ, "MAKEFLAGS": ""})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    with wave.open(str(demo / "hello.wav")) as w:
+    with wave.open(str(path)) as w:
         assert w.getframerate() == 22050 and w.getsampwidth() == 2 and w.getnchannels() == 1
-        seconds = w.getnframes() / w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    assert 3.0 < seconds < 15.0
-    assert np.abs(pcm).max() > 3000  # speech, not silence
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def test_make_demo_shows_the_mission(real_voice_quantized, tmp_path):
+    """The README's first command on the built-in voice: import, export, the default int8 variant, the table of how
+    it was judged, and one sentence spoken by fp32 and by int8.
+
+    Import, export and the `auto` search are the very commands the models cache runs for every test of the real
+    voice (tests/arm/check.py: build_real_voice, and add_variant's `python -m exporter quantize`), and a second
+    search here would cost 7-10 minutes of the suite's 2 cores. So the demo folder is seeded from that cache, newer
+    than the code, and make runs what is left, as a second `make demo` does; `make -n` on an empty folder shows that
+    a fresh machine runs the whole chain, in order."""
+    import shutil
+
+    demo = tmp_path / "demo"
+    env = {**os.environ, "MAKEFLAGS": ""}
+    dry = subprocess.run(["make", "-n", "demo", f"DEMO_DIR={demo}"], capture_output=True, text=True, cwd=REPO,
+                         timeout=60, env=env)
+    assert dry.returncode == 0, dry.stderr
+    steps = ["exporter import-piper", "exporter export", "exporter quantize", "exporter variants",
+             "--variant fp32", "--variant auto"]
+    at = [dry.stdout.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), dry.stdout
+
+    shutil.copytree(real_voice_quantized.parent / "coqui", demo / "coqui")
+    shutil.copytree(real_voice_quantized, demo / "voice")
+    now = time.time()
+    for k, made in enumerate((demo / "coqui" / "model.pth", demo / "voice" / "model.onnx",
+                              demo / "voice" / "model.auto.onnx")):
+        os.utime(made, (now + k, now + k))  # each newer than what it is made from, and than the code
+    proc = subprocess.run(["make", "demo", f"DEMO_DIR={demo}"], capture_output=True, text=True, cwd=REPO,
+                          timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "exporter quantize" not in proc.stdout and "exporter export" not in proc.stdout  # nothing made twice
+    table = proc.stdout
+    assert "fp32 (model.onnx)" in table and "auto (model.auto.onnx)" in table and "the budget" in table
+    assert "inside the budget" in table and "phonemes moved" in table and "DistillMOS" in table
+    assert "Speaks model.auto.onnx by default on this CPU" in table
+
+    fp32, int8 = _wav(demo / "hello.fp32.wav"), _wav(demo / "hello.int8.wav")
+    assert 3.0 < len(int8) / 22050 < 15.0 and np.abs(int8).max() > 3000 and np.abs(fp32).max() > 3000
+    assert abs(len(int8) - len(fp32)) <= 0.01 * len(fp32)  # the budget's 1% (the same noise draws)
     timings = json.loads((demo / "hello.json").read_text())
-    assert timings["samples"] == len(pcm) and timings["sentences"][0]["words"][0]["text"] == "Hello"
+    assert timings["samples"] == len(int8) and timings["sentences"][0]["words"][0]["text"] == "Hello"
     # The demo's noise is drawn from DEMO_SEED: the same WAV on every run, as the API makes it with that seed.
     makefile = (REPO / "Makefile").read_text().splitlines()
     seed = int(next(line.split("?=", 1)[1] for line in makefile if line.startswith("DEMO_SEED")))
     demo_text = next(line.split("?=", 1)[1].strip() for line in makefile if line.startswith("DEMO_TEXT"))
     from runtime.voice import Voice
 
-    Voice.load(demo / "voice").synthesize_wav(demo_text, tmp_path / "again.wav", seed=seed)
-    with wave.open(str(tmp_path / "again.wav")) as w:
-        assert w.readframes(w.getnframes()) == pcm.tobytes()
+    Voice.load(demo / "voice", variant="auto").synthesize_wav(demo_text, tmp_path / "again.wav", seed=seed)
+    assert _wav(tmp_path / "again.wav").tobytes() == int8.tobytes()
     # The demo text is one the voice reads well: Whisper writes it back (an earlier one, about "Coqui VITS"
     # and "ONNX", came back as "a cock we bits checkpoint to Onks"; unseeded, "Hello!" came back as "Oh well,"
-    # on 1 draw in 30). One word of slack.
+    # on 1 draw in 30). One word of slack, for each model.
     from exporter.quality import Scorer, error_counts, resample
 
     scorer = Scorer(threads=2)
     if scorer.asr is None:
         pytest.skip(scorer.asr_error)
-    transcript = scorer.transcribe(resample(pcm.astype(np.float32) / 32768, 22050, 16000))
-    assert error_counts(demo_text, transcript)["word_errors"] <= 1, transcript
+    for pcm in (fp32, int8):
+        transcript = scorer.transcribe(resample(pcm.astype(np.float32) / 32768, 22050, 16000))
+        assert error_counts(demo_text, transcript)["word_errors"] <= 1, transcript
 
 
 def test_piper_voice_split_streams_exactly_and_piper_still_reads_it(tmp_path):
