@@ -17,7 +17,7 @@ from runtime import chunking, contract, cpu
 
 logger = logging.getLogger(__name__)
 
-FP32 = "fp32"  # the variant name of a folder's model.onnx
+FP32 = contract.FP32
 
 
 class VoiceError(ValueError):

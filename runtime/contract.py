@@ -47,6 +47,7 @@ METADATA_KEY = "vits_edge"  # metadata_props key holding the whole sidecar as JS
 # or null when the plan computes nothing in int8}, written when a variant judged to sound the same is made
 # (runtime.config.default_model reads it)
 DEFAULT_KEY = "default"
+FP32 = "fp32"  # the variant name of a folder's model.onnx
 
 
 def piece_name(model_name: str, piece: str) -> str:
@@ -58,13 +59,13 @@ def piece_name(model_name: str, piece: str) -> str:
 def variant_name(model_name: str) -> str:
     """``model.onnx`` -> ``fp32``, ``model.auto.onnx`` -> ``auto``: how ``--variant`` names a folder's models."""
     if model_name == MODEL_FILE:
-        return "fp32"
+        return FP32
     return model_name.removeprefix("model.").removesuffix(".onnx")
 
 
 def variant_file(variant: str) -> str:
     """``fp32`` -> ``model.onnx``, ``auto`` -> ``model.auto.onnx``."""
-    return MODEL_FILE if variant == "fp32" else f"model.{variant}.onnx"
+    return MODEL_FILE if variant == FP32 else f"model.{variant}.onnx"
 
 
 def voice_models(voice_dir: Path) -> list[Path]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -261,9 +261,8 @@ class Voice:
         c = self.config
         speaker = self._speaker_inputs(syn)
         language, langid = self.language_id(syn.language)
-        syn = syn.updated(language=language, noise_scale=c.noise_scale if syn.noise_scale is None else None,
-                          length_scale=c.length_scale if syn.length_scale is None else None,
-                          noise_w=c.noise_w if syn.noise_w is None else None)
+        syn = replace(syn, language=language, **{  # a scale of 0 is a value, not "unset"
+            name: getattr(c, name) if getattr(syn, name) is None else getattr(syn, name) for name in syn.SCALES})
         scales = np.array([syn.noise_scale, syn.length_scale, syn.noise_w], dtype=np.float32)
         rng = self._rng if syn.seed is None else np.random.default_rng(syn.seed)
         return Resolved(syn, scales, speaker, None if langid is None else np.asarray([langid], dtype=np.int64), rng)

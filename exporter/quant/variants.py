@@ -33,8 +33,7 @@ def make_default(voice_dir: Path, name: str, cfg: QuantConfig, timed_on: dict) -
     timings on one CPU class, and is the default only on CPUs of that class; weight storage alone runs fp32's
     kernels, and is the default everywhere."""
     computes = any(option in COMPUTE for _, option in cfg.plan)
-    entry = {"model": name, "int8_class": timed_on["int8_class"] if computes else None, "plan": cfg.describe(),
-             "timed_on": timed_on["cpu"]}
+    entry = {"model": name, "int8_class": timed_on["int8_class"] if computes else None}
     _update_sidecar(voice_dir, lambda sidecar: sidecar.__setitem__(contract.DEFAULT_KEY, entry))
     logger.info("%s is now the default of %s%s", name, voice_dir,
                 f" on {entry['int8_class']} CPUs" if entry["int8_class"] else "")

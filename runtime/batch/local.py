@@ -31,7 +31,8 @@ def _speak(items: list[dict]) -> list[dict]:
 
 
 def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, threads: int, alignments: bool,
-        variant: str | None, batch_size: int, on_start: Callable[[ProcessPoolExecutor], None] | None = None) -> Iterator[dict]:
+        variant: str | None, batch_size: int,
+        on_start: Callable[[ProcessPoolExecutor], None] | None = None) -> Iterator[dict]:
     """Yield a result row (a manifest row, or ``{"id", "error"}``) for every item, in the order they finish."""
     todo = list(items)
     deaths: dict[str, int] = {}

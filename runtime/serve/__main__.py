@@ -95,7 +95,8 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"error: --speaker: {exc}", file=sys.stderr)
         return 2
     settings = Settings(default_voice=default, synthesis=synthesis_from_args(args),
-                        auto_punctuation=args.auto_punctuation, samples_per_chunk=args.samples_per_chunk, streaming=not args.no_streaming,
+                        auto_punctuation=args.auto_punctuation, samples_per_chunk=args.samples_per_chunk,
+                        streaming=not args.no_streaming,
                         max_text_chars=args.max_text_chars, max_connections=args.max_connections,
                         limits=Limits(idle_s=args.idle_timeout))
     try:

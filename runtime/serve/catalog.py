@@ -2,8 +2,8 @@
 
 ``--voice PATH`` names a voice folder (the model it speaks by default: ``runtime.config.default_model``, or the
 one ``--variant`` names where the folder has it), a model file in one (``model.static.onnx``) or a Piper
-``VOICE.onnx`` with its ``.onnx.json``; ``--data-dir DIR`` offers every voice folder and Piper voice under DIR. A voice is named by its folder (ours) or file stem
-(Piper's, as wyoming-piper names them: ``en_US-joe-medium``).
+``VOICE.onnx`` with its ``.onnx.json``; ``--data-dir DIR`` offers every voice folder and Piper voice under DIR.
+A voice is named by its folder (ours) or file stem (Piper's, as wyoming-piper names them: ``en_US-joe-medium``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import contract
-from runtime.config import FP32, VoiceConfig, VoiceError, resolve, variants
+from runtime.config import FP32, VoiceConfig, VoiceError, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def entry(path: Path, *, variant: str | None = None, name: str | None = None) ->
     folders that have it (the others speak ``model.onnx``, with a warning), never to a file given by name."""
     path = Path(path)
     chosen = variant if path.is_dir() else None
-    if chosen not in (None, FP32) and (path / contract.MODEL_FILE).is_file() and chosen not in variants(path):
+    if chosen not in (None, FP32) and (path / contract.MODEL_FILE).is_file() \
+            and not (path / contract.variant_file(chosen)).is_file():
         logger.warning("%s has no variant %s: serving its %s", path, chosen, contract.MODEL_FILE)
         chosen = FP32
     try:

@@ -724,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
         cpus = report.facts["cpus"]
         differ = [name for name, same in report.facts["same_wav_on_every_cpu"].items() if not same]
         section = [f"## Debian {suite} (Python {SUITES[suite]})", "", report.table(), "",
-                   f"WAVs identical on {' and '.join(cpus)}: " + ("all" if not differ else "all but " + ", ".join(differ)),
+                   f"WAVs identical on {' and '.join(cpus)}: "
+                   + ("all" if not differ else "all but " + ", ".join(differ)),
                    f"onnxruntime {report.facts['recipe']['onnxruntime']} on Debian {suite} arm64; "
                    + "; ".join(f"{cpu}: dot product {'yes' if v['dotprod'] else 'no'}" for cpu, v in cpus.items())
                    + f"; {report.facts['seconds']:.0f} s in all"]
