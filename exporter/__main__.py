@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 from exporter.errors import ExportError
-from exporter.quant.plans import ALL_PRESETS, DEFAULT_PRESET
+from exporter.pi.emulation import CannotEmulate
+from exporter.quant.plans import ALL_PRESETS, DEFAULT_PRESET, TARGETS
 from runtime import contract
 
 logger = logging.getLogger("exporter")
+EXIT_CANNOT_EMULATE = 77  # as make arm-check: the machine cannot do it, nothing is wrong with the voice
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "against fp32 too (slower to make: each plan that holds it is trained)")
     qua.add_argument("--finetune-steps", type=int, metavar="N", help="training steps of the finetuned preset and of "
                      "auto --finetune (default: FinetuneConfig.steps)")
-    qua.add_argument("--target", choices=("x86", "arm64"), help="CPU the variant is for (default: this machine)")
+    qua.add_argument("--target", choices=TARGETS, help="CPU the variant is for (default: this machine); pi4 and pi5: "
+                     "auto chooses by the Pi's speed estimated under emulation (QEMU), not this machine's timings")
     qua.set_defaults(func=_cmd_quantize)
 
     var = sub.add_parser("variants", help="the models of a voice folder: size, speed, and how the quality budget "
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except CannotEmulate as exc:  # a Pi target without QEMU: skipped, as `make arm-check` is
+        print(f"error: cannot emulate a Raspberry Pi here: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_EMULATE
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             print(f"error: no space left on the device while writing ({exc}); nothing was written.", file=sys.stderr)

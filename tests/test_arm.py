@@ -11,7 +11,8 @@ import importlib.metadata
 import math
 
 import pytest
-from arm import check, emulation
+from arm import check
+from exporter.pi import emulation
 
 
 # -- deciding whether this machine can emulate: fast, always run ---------------------------------------

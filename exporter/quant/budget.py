@@ -255,6 +255,13 @@ class Speed:
     (Student's t on the log ratios), so a decision says how sure it is instead of trusting one noisy number."""
 
     ratios: tuple[float, ...]
+    # "timed" (rounds on this machine) or "estimated" (one exact ratio: a Pi's estimate from counted instructions,
+    # exporter/pi; it repeats exactly, so its interval is the value itself)
+    method: str = "timed"
+
+    @classmethod
+    def estimated(cls, ratio: float) -> Speed:
+        return cls((float(ratio),), "estimated")
 
     @property
     def value(self) -> float:
@@ -264,6 +271,8 @@ class Speed:
     def interval(self) -> tuple[float, float]:
         from scipy.stats import t  # scipy comes with librosa (the export extra); only timing needs it here
 
+        if self.method == "estimated":
+            return self.value, self.value
         logs = np.log(self.ratios)
         if len(logs) < 2:
             return 0.0, float("inf")
@@ -278,7 +287,7 @@ class Speed:
     def summary(self) -> dict:
         low, high = self.interval
         return {"speed_vs_fp32": round(self.value, 3), "speed_interval": [round(low, 3), round(high, 3)],
-                "speed_rounds": len(self.ratios)}
+                "speed_rounds": len(self.ratios), **({"speed_method": self.method} if self.method != "timed" else {})}
 
 
 def measure_speed(one_round, *, threshold: float | None = None, precision: float | None = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, Listener, Measured, measure_speed, within
+from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, Listener, Measured, Speed, measure_speed, within
 from exporter.quant.plans import COMPUTE, QuantConfig
 from exporter.quant.report import heard
 from exporter.quant.units import DURATION_UNITS
@@ -14,6 +14,7 @@ from runtime import contract
 
 # What the sidecar keeps of a final trial (auto's and the fine-tuned preset's)
 RECORDED = ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32", "speed_interval", "speed_rounds",
+            "speed_method",
             "size_mb", "size_vs_fp32", "threads", "durations")
 # The final plan is timed against fp32 until its speed-up is known to +-2% (95% interval), at most 20 rounds.
 FINAL_PRECISION = 0.02
@@ -72,8 +73,10 @@ class Judge:
     verdict. fp32 is measured (and listened to) once; every trial is reported and kept in ``tried``."""
 
     def __init__(self, voice_dir: Path, budget: Budget, *, threads: int = 2, listen: bool = True, report=print,
-                 timer=None):
-        self.budget, self.report, self.timer = budget, report, timer
+                 timer=None, estimator=None):
+        """``estimator(path)``, when given, is fp32's estimated time over the file's on another device (a Pi:
+        exporter/pi/estimate.PiSpeed), and stands in for timing it here."""
+        self.budget, self.report, self.timer, self.estimator = budget, report, timer, estimator
         self.comparison = Comparison(voice_dir, JUDGE_SENTENCES, threads=threads)
         self.listener = Listener(threads) if listen else None
         self.reference = None
@@ -113,16 +116,22 @@ class Judge:
         ok = sound
         if sound and (computes or final):
             # weight storage alone runs fp32's kernels (exporter/quant/storage.py): only compute is timed
-            one_round = (lambda: self.timer(tuple(plan))) if self.timer else (lambda: self.comparison.round(candidate))
-            measured.speed = measure_speed(one_round, threshold=faster_than,
-                                           precision=FINAL_PRECISION if final else None,
-                                           min_rounds=6 if final else 4, max_rounds=20 if final else 12)
+            if self.estimator is not None:
+                measured.speed = Speed.estimated(self.estimator(path))
+            else:
+                one_round = ((lambda: self.timer(tuple(plan))) if self.timer
+                             else (lambda: self.comparison.round(candidate)))
+                measured.speed = measure_speed(one_round, threshold=faster_than,
+                                               precision=FINAL_PRECISION if final else None,
+                                               min_rounds=6 if final else 4, max_rounds=20 if final else 12)
             if faster_than is not None:
                 clear = measured.speed.versus(faster_than)
                 ok = clear is True
                 low, high = measured.speed.interval
+                how = ("estimated" if measured.speed.method == "estimated"
+                       else f"{low:.2f}-{high:.2f}x over {len(measured.speed.ratios)} rounds")
                 why = (f"{'faster' if ok else 'no faster' if clear is False else 'not clearly faster'} than "
-                       f"{faster_than:.2f}x ({low:.2f}-{high:.2f}x over {len(measured.speed.ratios)} rounds)")
+                       f"{faster_than:.2f}x ({how})")
         scores = None
         if ok and self.reference is not None and (computes or final):
             scores = self.listen(path)

@@ -42,12 +42,27 @@ class QuantConfig:
         return ", ".join(f"{u}={o}" for u, o in self.plan) or "all fp32"
 
 
+# --target: the CPU a variant is for. x86 and arm64 only record it (the recipes are the same); the Pis also make
+# auto's speed decisions by the Pi's estimated cost (exporter/pi) instead of this machine's timings.
+PI_TARGETS = ("pi4", "pi5")
+TARGETS = ("x86", "arm64", *PI_TARGETS)
+
+
 def machine_target() -> str:
     return "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86"
 
 
+def check_target(target: str | None) -> str:
+    """``target``, or this machine's when None; ExportError naming the known ones otherwise."""
+    if target is None:
+        return machine_target()
+    if target not in TARGETS:
+        raise ExportError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    return target
+
+
 def preset(name: str, target: str | None = None) -> QuantConfig:
-    target = target or machine_target()
+    target = check_target(target)
     if name == "dynamic":
         # Only the flow: dynamic int8 in the decoder cost 0.6 DNSMOS P.808 on the real voice.
         return QuantConfig("dynamic", (("flow", "dynamic"),), calibration_sentences=0,

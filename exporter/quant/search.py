@@ -39,11 +39,12 @@ from pathlib import Path
 
 import onnx
 
+from exporter.pi import estimate
 from exporter.quant.budget import JUDGE_SENTENCES, Budget
 from exporter.quant.build import build
 from exporter.quant.finetune import FinetuneConfig, finetune, voice_key
 from exporter.quant.judge import Judge, Trial
-from exporter.quant.plans import COMPUTE, TRAINED, QuantConfig, machine_target, options_for
+from exporter.quant.plans import COMPUTE, PI_TARGETS, TRAINED, QuantConfig, check_target, machine_target, options_for
 from exporter.quant.units import unit_names
 from exporter.quant.variants import add_pieces, make_default, record
 from runtime import contract, cpu
@@ -60,14 +61,20 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     tests use it to show that timing noise does not change the plan."""
     budget = budget or Budget()
     voice_dir = Path(voice_dir)
-    base = QuantConfig("auto", (), target=target or machine_target())
+    base = QuantConfig("auto", (), target=check_target(target))
     units = unit_names(onnx.load(str(voice_dir / contract.MODEL_FILE), load_external_data=False))
     start = time.perf_counter()
     report(f"auto: judging on {len(JUDGE_SENTENCES)} sentences against fp32 at zero noise; budget {budget}")
-    if base.target != machine_target():
+    estimator = None
+    if base.target in PI_TARGETS:
+        estimator = estimate.PiSpeed(voice_dir, base.target, log=report)
+        report(f"  speeds: estimated for a {estimator.core.board} ({estimator.core.name}, {estimator.threads} "
+               f"threads) from instructions counted under emulation, not timed here (fp32: RTF "
+               f"{estimator.fp32.rtf(estimator.threads):.3f}, an emulation estimate)")
+    elif base.target != machine_target():
         report(f"  note: speeds are measured on this {machine_target()} machine and stand in for {base.target}: "
                f"run the quantize command on the {base.target} device itself to choose by its own timings")
-    judge = Judge(voice_dir, budget, threads=threads, listen=listen, report=report, timer=timer)
+    judge = Judge(voice_dir, budget, threads=threads, listen=listen, report=report, timer=timer, estimator=estimator)
 
     with tempfile.TemporaryDirectory(prefix=".vits-edge-auto-", dir=voice_dir) as tmp:
         tmp = Path(tmp)
@@ -142,7 +149,13 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         dst = voice_dir / "model.auto.onnx"
         shutil.move(str(tmp / "trial.onnx"), dst)
     measured = row.recorded()
-    measured["timed_on"] = cpu.describe()  # the plan follows this machine's timings: its CPU class says for which
+    # the plan follows this machine's timings, or a Pi's estimate: its CPU class says for which
+    if estimator is not None:
+        measured["planned_for"] = estimator.describe()
+        measured["timed_on"] = {"cpu": f"{estimator.core.board} ({estimator.core.name}, emulation estimate)",
+                                "arch": "aarch64", "int8_class": estimator.describe()["int8_class"]}
+    else:
+        measured["timed_on"] = cpu.describe()
     measured["fp32_noise_moves"] = judge.comparison.phonemes.noise_moves() \
         if judge.comparison.phonemes else None
     measured.update(seconds=round(time.perf_counter() - start, 1), fp32_heard=judge.reference,
@@ -150,9 +163,10 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
                                   "budget": dataclasses.asdict(budget), "search": [t.to_dict() for t in judge.tried]})
     low, high = measured["speed_interval"]
-    report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, {low:.2f}-{high:.2f}x "
-           f"over {measured['speed_rounds']} rounds on {measured['timed_on']['cpu']} "
-           f"({measured['timed_on']['int8_class']}); {measured['size_vs_fp32']:.0%} of its size)")
+    how = ("estimated" if estimator is not None else f"{low:.2f}-{high:.2f}x over {measured['speed_rounds']} rounds")
+    report(f"auto chose: {cfg.describe()} -> {dst} ({measured['speed_vs_fp32']:.2f}x fp32, {how} on "
+           f"{measured['timed_on']['cpu']} ({measured['timed_on']['int8_class']}); {measured['size_vs_fp32']:.0%} of "
+           "its size)")
     add_pieces(voice_dir, dst.name)
     make_default(voice_dir, dst.name, cfg, measured["timed_on"])
     return dst

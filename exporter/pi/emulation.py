@@ -2,7 +2,8 @@
 Debian bookworm root filesystem (the base of Raspberry Pi OS 64-bit).
 
 Emulation proves that the code and the models run, and what they compute, on the Pi's instruction
-set; never how fast (it is 20-80x slower than native).
+set; never how fast (it is 20-80x slower than native). It can count what the Pi's core executes
+(``exporter.pi.counts``): ``make arm-check`` (tests/arm/check.py) and the Pi estimates both run here.
 
 * ``prepare_host`` installs what is missing (as root: qemu-user-static, binfmt-support, mmdebstrap),
   mounts binfmt_misc and enables the ``qemu-aarch64`` entry; ``diagnose`` says what still stands in
@@ -48,6 +49,8 @@ TOOLS = {
     "chroot": "coreutils",
     "mount": "mount",
 }
+# ... and to count what the Pi's core executes (exporter/pi/counts.py): QEMU that loads TCG plugins, a C compiler
+COUNTING_TOOLS = {"qemu-aarch64": "qemu-user", "cc": "gcc"}
 
 
 class CannotEmulate(RuntimeError):
@@ -105,6 +108,10 @@ class Recipe:
     packages: tuple[str, ...] = ("python3", "python3-venv", "espeak-ng")
     wheel_platform: str = "manylinux_2_28_aarch64"  # bookworm's glibc 2.36 takes manylinux_2_28 wheels
     steps: int = RECIPE_STEPS
+    # "debian": numpy from the suite's python3-numpy (``numpy`` is then its version), for an onnxruntime built
+    # against numpy 1.x, which PyPI no longer has for aarch64 (the Pi estimates' calibration runs the onnxruntime
+    # sherpa-onnx ran); onnxruntime is then installed without its dependencies
+    numpy_from: str = "pypi"
 
     @classmethod
     def for_host(cls, suite: str = "bookworm") -> Recipe:
@@ -119,7 +126,10 @@ class Recipe:
         return cls(onnxruntime=ort, numpy=importlib.metadata.version("numpy"), suite=suite, python=SUITES[suite])
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if self.numpy_from == "pypi":  # the keys of the root filesystems made before numpy_from existed
+            del fields["numpy_from"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cache_dir() -> Path:
@@ -177,10 +187,13 @@ def _run_quiet(argv: list[str], timeout: float = 900) -> subprocess.CompletedPro
                           env={**os.environ, "PATH": _SEARCH_PATH, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def prepare_host(*, install: bool = True, need_mmdebstrap: bool = True, log: Callable[[str], None] = print) -> None:
-    """Fix what can be fixed (as root), then raise CannotEmulate naming whatever still blocks emulation."""
+def prepare_host(*, install: bool = True, need_mmdebstrap: bool = True, counting: bool = False,
+                 log: Callable[[str], None] = print) -> None:
+    """Fix what can be fixed (as root), then raise CannotEmulate naming whatever still blocks emulation;
+    ``counting``: also what counting instructions needs (``COUNTING_TOOLS``)."""
+    tools = {**TOOLS, **(COUNTING_TOOLS if counting else {})}
     if os.geteuid() == 0 and install:
-        missing = sorted({pkg for tool, pkg in TOOLS.items() if _which(tool) is None
+        missing = sorted({pkg for tool, pkg in tools.items() if _which(tool) is None
                           and (need_mmdebstrap or tool != "mmdebstrap")})
         if missing and _which("apt-get"):
             log(f"arm: installing {' '.join(missing)} with apt-get")
@@ -298,8 +311,10 @@ def ensure_rootfs(recipe: Recipe, *, log: Callable[[str], None] = print) -> Path
         root = tmp / "root"
         log(f"arm: building the Debian {recipe.suite} arm64 root filesystem in {final} (once per recipe)")
         # its own mount namespace: whatever mmdebstrap mounts dies with it, even if it is killed
+        debian_numpy = recipe.numpy_from == "debian"
+        packages = [*recipe.packages, *(["python3-numpy"] if debian_numpy else [])]
         proc = subprocess.run([_which("unshare"), "--mount", "--propagation", "private", "mmdebstrap", "--mode=root",
-                               "--arch=arm64", "--variant=minbase", f"--include={','.join(recipe.packages)}",
+                               "--arch=arm64", "--variant=minbase", f"--include={','.join(packages)}",
                                recipe.suite, str(root), *sources], check=False, capture_output=True, text=True,
                               timeout=1800, env={**os.environ, "PATH": _SEARCH_PATH})
         (tmp / "mmdebstrap.log").write_text(proc.stdout + proc.stderr)
@@ -309,15 +324,19 @@ def ensure_rootfs(recipe: Recipe, *, log: Callable[[str], None] = print) -> Path
         wheels = root / WHEELS_AT.lstrip("/")
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--platform",
                                recipe.wheel_platform, "--python-version", recipe.python, "--implementation", "cp",
-                               "-d", str(wheels), f"onnxruntime=={recipe.onnxruntime}", f"numpy=={recipe.numpy}"],
+                               "-d", str(wheels), f"onnxruntime=={recipe.onnxruntime}",
+                               *(["--no-deps"] if debian_numpy else [f"numpy=={recipe.numpy}"])],
                               check=False, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise CannotEmulate(f"pip could not download the aarch64 wheels of onnxruntime {recipe.onnxruntime} and "
                                 f"numpy {recipe.numpy} (no network to the package index?):\n{_tail(proc.stderr)}")
         machine = Machine(root, None, share=tmp)
-        machine.check(["python3", "-m", "venv", VENV_AT], cpu="cortex-a72")
+        machine.check(["python3", "-m", "venv", *(["--system-site-packages"] if debian_numpy else []), VENV_AT],
+                      cpu="cortex-a72")
         machine.check([f"{VENV_AT}/bin/pip", "install", "-q", "--no-index", "--find-links", WHEELS_AT,
-                       f"onnxruntime=={recipe.onnxruntime}", f"numpy=={recipe.numpy}"], cpu="cortex-a72", timeout=1200)
+                       f"onnxruntime=={recipe.onnxruntime}",
+                       *(["--no-deps"] if debian_numpy else [f"numpy=={recipe.numpy}"])],
+                      cpu="cortex-a72", timeout=1200)
         probe = machine.check([f"{VENV_AT}/bin/python", "-c", PROBE], cpu="cortex-a72").stdout.split()
         espeak = machine.check(["espeak-ng", "--version"], cpu="cortex-a72").stdout.strip()
         if not probe or not probe[0].startswith(recipe.python + ".") or probe[1:] != [recipe.numpy, recipe.onnxruntime]:

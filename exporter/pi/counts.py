@@ -1,0 +1,267 @@
+"""What a Raspberry Pi's core executes to speak a sentence, counted under emulation.
+
+A model runs in onnxruntime inside QEMU user mode (Debian's dynamic ``qemu-aarch64``, which loads TCG plugins),
+on the arm-check's cached aarch64 root filesystem (``emulation.ensure_rootfs``), as a Cortex-A72 (Pi 4) or A76
+(Pi 5). The plugin ``insnclass.c`` records every translated block's instructions by class
+and how often each block ran, by the first thread and by the others (onnxruntime's pool), between markers the
+guest sends after each sentence. Counts are exact and repeat on a rerun at one thread; at several threads the
+split between threads varies, which is why ``cost`` takes only which blocks the pool runs from such a run.
+
+The counts are no time: ``exporter.pi.cost`` turns them into an estimate with a model of each core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exporter.pi.emulation import CPUS, VENV_AT, CannotEmulate, Recipe, cache_dir, ensure_rootfs, prepare_host
+
+# The plugin's classes, in its order (enum in insnclass.c). "_q": a 128-bit vector operation, "_d": a 64-bit one;
+# "mull": widening multiplies (SMULL/UMLAL...), "padal": pairwise add-accumulate long (SADALP/UADALP).
+CLASSES = ("branch", "int", "imul", "load", "store", "load_v", "store_v", "fp_scalar", "fp16_scalar",
+           "fp32_d", "fp32_q", "fp16_d", "fp16_q", "dot_d", "dot_q", "mul_d", "mul_q", "mull", "padal_d", "padal_q",
+           "simd_d", "simd_q", "system")
+PLUGIN_SOURCE = Path(__file__).with_name("insnclass.c")
+MARKER_MAGIC = 0x7E5E0000  # insnclass.c: lseek(-1, MARKER_MAGIC + n, 0) closes segment n
+INSTALL_QEMU = "apt-get install qemu-user gcc"  # Debian's dynamic qemu-aarch64 (7.2 in bookworm) loads plugins
+# QEMU_CPU names of the Pis whose cores exporter.pi.cost models
+COUNTED_CPUS = ("cortex-a72", "cortex-a76")
+
+# Runs in the emulated Python: onnxruntime and numpy only. One warm-up run on the first sentence's first ids (what
+# runs before marker 0 also holds the imports and the session's creation), then each sentence once, a marker after
+# each.
+_GUEST = r"""
+import json, os, sys
+import numpy as np, onnxruntime as ort
+
+def mark(n):
+    try:
+        os.lseek(-1, MAGIC + n, 0)
+    except OSError:
+        pass
+
+spec = json.load(open(sys.argv[1]))
+# the graph draws its noise (times a zero scale here) from onnxruntime's generator: a fixed seed makes the libm
+# calls on it, and so the count, repeat exactly
+ort.set_seed(0)
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = spec["threads"]
+opts.inter_op_num_threads = 1
+opts.enable_mem_pattern = False  # as runtime.voice does: every sentence has new shapes
+# waiting threads sleep instead of spinning: a spinning thread executes a loop no Pi would count as work
+opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+sess = ort.InferenceSession(spec["model"], opts, providers=["CPUExecutionProvider"])
+names = {i.name for i in sess.get_inputs()}
+feeds = [{k: v for k, v in np.load(p).items() if k in names} for p in spec["feeds"]]
+short = min(12, int(feeds[0]["input_lengths"][0]))
+sess.run(None, {**feeds[0], "input": feeds[0]["input"][:, :short],
+                "input_lengths": np.asarray([short], dtype=np.int64)})
+mark(0)
+samples = []
+for i, f in enumerate(feeds):
+    out = sess.run(None, f)[0]
+    mark(i + 1)
+    samples.append(int(out.shape[-1]))
+json.dump({"samples": samples, "onnxruntime": ort.__version__}, open(spec["result"], "w"))
+""".replace("MAGIC", str(MARKER_MAGIC))
+
+
+@dataclass
+class Counts:
+    """One model on one emulated core at some thread count: each translated block's instructions by class, and
+    how often each sentence ran it (by the first thread, by the others)."""
+
+    blocks: np.ndarray  # int64 [blocks, len(CLASSES)]
+    execs: np.ndarray  # int64 [sentences, blocks, 2]: executions by the main thread, by the pool's threads
+    vaddrs: np.ndarray  # uint64 [blocks]: where each block is (which code the pool runs, across runs)
+    samples: list[int]  # audio samples each sentence made
+    meta: dict = field(default_factory=dict)  # model hash, cpu, threads, onnxruntime, seconds it took
+
+    def instructions(self, sentence: int | None = None) -> np.ndarray:
+        """Executed instructions by class [len(CLASSES)], of one sentence or of all."""
+        execs = self.execs.sum(axis=2) if sentence is None else self.execs[sentence].sum(axis=1)
+        per = execs.sum(axis=0) if sentence is None else execs
+        return per @ self.blocks
+
+    def by_class(self, sentence: int | None = None) -> dict[str, int]:
+        return dict(zip(CLASSES, (int(x) for x in self.instructions(sentence)), strict=True))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + f".partial-{os.getpid()}.npz")
+        np.savez_compressed(tmp, blocks=self.blocks, execs=self.execs, vaddrs=self.vaddrs,
+                            samples=np.asarray(self.samples), meta=json.dumps(self.meta))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Counts:
+        with np.load(path) as z:
+            return cls(z["blocks"], z["execs"], z["vaddrs"], [int(s) for s in z["samples"]],
+                       json.loads(str(z["meta"])))
+
+
+def parse(text: str, sentences: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The plugin's file -> (blocks [B, classes], execs [sentences, B, 2], vaddrs [B]): what ran before marker
+    n >= 1 is sentence n; before marker 0 (imports, load, warm-up) and after the last marker is left out."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("insnclass 1 classes"):
+        raise RuntimeError("the counts file does not come from insnclass.c")
+    if int(lines[0].split()[-1]) != len(CLASSES):
+        raise RuntimeError(f"insnclass.c counts {lines[0].split()[-1]} classes, counts.py knows {len(CLASSES)}")
+    if not lines[-1].startswith("end"):
+        raise RuntimeError("the counts file ends early: the emulated program did not exit normally")
+    blocks, vaddrs = [], []
+    rows = []  # (sentence, block, main, others)
+    sentence = None
+    for line in lines[1:-1]:
+        kind, *f = line.split()
+        if kind == "seg":  # what follows ran before marker n: n = 0 closes the warm-up, n >= 1 sentence n
+            sentence = int(f[2]) - 1 if f[1] == "mark" and int(f[2]) >= 1 else None
+        elif kind == "tb":
+            if int(f[0]) != len(blocks):
+                raise RuntimeError(f"the counts file numbers its blocks out of order at {line!r}")
+            vaddrs.append(int(f[1], 16))
+            blocks.append([int(x) for x in f[3:]])
+        elif kind == "x" and sentence is not None and sentence < sentences:
+            rows.append((sentence, int(f[0]), int(f[1]), int(f[2])))
+    execs = np.zeros((sentences, len(blocks), 2), dtype=np.int64)
+    for sentence, block, main, others in rows:
+        execs[sentence, block] = (main, others)
+    return np.asarray(blocks, dtype=np.int64).reshape(-1, len(CLASSES)), execs, np.asarray(vaddrs, dtype=np.uint64)
+
+
+def qemu() -> str:
+    """Debian's dynamic qemu-aarch64 (package qemu-user), which loads TCG plugins; CannotEmulate without it."""
+    found = shutil.which("qemu-aarch64")
+    if found is None:
+        raise CannotEmulate(f"no qemu-aarch64 that loads TCG plugins (the static one does not): {INSTALL_QEMU}")
+    helptext = subprocess.run([found, "-h"], capture_output=True, text=True, check=False).stdout
+    if "-plugin" not in helptext:
+        raise CannotEmulate(f"{found} was built without TCG plugin support: {INSTALL_QEMU} (Debian's is built with)")
+    return found
+
+
+def plugin() -> Path:
+    """insnclass.c built with the host's C compiler, cached by its source."""
+    source = PLUGIN_SOURCE.read_bytes()
+    built = cache_dir() / "plugins" / f"insnclass-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if built.is_file():
+        return built
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        raise CannotEmulate(f"no C compiler to build the counting plugin: {INSTALL_QEMU}")
+    built.parent.mkdir(parents=True, exist_ok=True)
+    tmp = built.with_name(built.name + f".partial-{os.getpid()}")
+    proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-o", str(tmp), str(PLUGIN_SOURCE),
+                           "-lpthread"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cc} could not build {PLUGIN_SOURCE}:\n{proc.stderr[-2000:]}")
+    os.replace(tmp, built)
+    return built
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _feeds_hash(feeds: list[dict[str, np.ndarray]]) -> str:
+    h = hashlib.sha256()
+    for f in feeds:
+        for name in sorted(f):
+            h.update(name.encode() + str(f[name].dtype).encode() + str(f[name].shape).encode() + f[name].tobytes())
+    return h.hexdigest()
+
+
+def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads: int = 1,
+          recipe: Recipe | None = None, disas: Path | None = None, cache: bool = True, run: int = 0,
+          log: Callable[[str], None] = print, timeout: float = 3600) -> Counts:
+    """Run ``model`` on each feed dict (the graph's inputs of one sentence) on the emulated ``cpu``: what each
+    sentence executed. Cached by the model's hash, the feeds, the core, the threads, the root filesystem's
+    recipe and the plugin (``cache=False``: count again). ``recipe``: another onnxruntime than the host's (its
+    root filesystem is built once); ``disas``: also write each distinct instruction executed, with its class
+    and QEMU's disassembly (how the decoder is checked); ``run``: the n-th count of the same thing (several
+    threads split the work differently on every run: repeats are cached apart)."""
+    if cpu not in COUNTED_CPUS:
+        raise ValueError(f"unknown core {cpu!r}: choose from {', '.join(COUNTED_CPUS)}")
+    recipe = recipe or Recipe.for_host()
+    key = hashlib.sha256(json.dumps([file_hash(model), _feeds_hash(feeds), cpu, threads, recipe.key(), run,
+                                     hashlib.sha256(PLUGIN_SOURCE.read_bytes() + _GUEST.encode()).hexdigest()])
+                         .encode()).hexdigest()[:20]
+    cached = cache_dir() / "counts" / f"{model.stem}-{cpu}-{threads}t{run or ''}-{key}.npz"
+    if cache and cached.is_file() and disas is None:
+        return Counts.load(cached)
+    built = (cache_dir() / f"rootfs-{recipe.key()}" / "recipe.json").is_file()
+    prepare_host(counting=True, need_mmdebstrap=not built, log=log)
+    root = ensure_rootfs(recipe, log=log)
+    binary, so = qemu(), plugin()
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vits-edge-count-") as tmp:
+        work = Path(tmp)
+        paths = []
+        for i, f in enumerate(feeds):
+            paths.append(str(work / f"feeds{i}.npz"))
+            np.savez(paths[-1], **f)
+        spec = {"model": str(Path(model).resolve()), "feeds": paths, "threads": threads,
+                "result": str(work / "result.json")}
+        (work / "spec.json").write_text(json.dumps(spec))
+        (work / "guest.py").write_text(_GUEST)
+        proc_dir = work / "proc"
+        proc_dir.mkdir()
+        processors = os.cpu_count() or 1
+        (proc_dir / "cpuinfo").write_text(CPUS[cpu].cpuinfo(processors))
+        out = work / "counts.txt"
+        site = next((root / VENV_AT.lstrip("/") / "lib").glob("python3*/site-packages"))
+        python = root / "usr" / "bin" / site.parent.name
+        # A private mount namespace shows the emulated program a Pi's /proc/cpuinfo (onnxruntime's cpuinfo reads it;
+        # the host's x86 one crashes it) without touching the cached root filesystem; -L makes the root
+        # filesystem's files win over the host's.
+        # PYTHONHASHSEED and no address randomization (setarch -R): what Python and the allocator do depends on
+        # them, and the count with it
+        script = ('mount --bind "$VE_PROC" "$VE_ROOT/proc" && exec setarch -R env -i PYTHONPATH="$VE_SITE" '
+                  'PYTHONHASHSEED=0 LANG=C.UTF-8 LD_LIBRARY_PATH="$VE_LIBS" '
+                  '"$VE_QEMU" -L "$VE_ROOT" -cpu "$VE_CPU" -plugin "$VE_PLUGIN,out=$VE_OUT$VE_SPLIT" "$VE_PYTHON" '
+                  '"$VE_GUEST" "$VE_SPEC"')
+        unshare = ["unshare", "--mount", "--propagation", "private"]
+        if os.geteuid() != 0:
+            unshare.insert(1, "--map-root-user")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "VE_PROC": str(proc_dir), "VE_ROOT": str(root),
+               "VE_SITE": str(site), "VE_QEMU": binary, "VE_CPU": cpu, "VE_PLUGIN": str(so), "VE_OUT": str(out),
+               "VE_SPLIT": (",threads=split" if threads > 1 else "") + (f",disas={disas.resolve()}" if disas else ""),
+               # Debian's numpy finds its BLAS through /etc/alternatives: absolute links, which -L does not follow
+               "VE_LIBS": ":".join(str(root / "usr/lib/aarch64-linux-gnu" / d) for d in ("blas", "lapack")),
+               "VE_PYTHON": str(python), "VE_GUEST": str(work / "guest.py"), "VE_SPEC": str(work / "spec.json")}
+        proc = subprocess.run([*unshare, "sh", "-c", script], env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if proc.returncode != 0 or not (work / "result.json").is_file():
+            raise RuntimeError(f"counting {model.name} on an emulated {cpu} failed (exit {proc.returncode}):\n"
+                               f"{(proc.stdout + proc.stderr)[-3000:]}")
+        result = json.loads((work / "result.json").read_text())
+        blocks, execs, vaddrs = parse(out.read_text(), len(feeds))
+    meta = {"model": model.name, "sha256": file_hash(model), "cpu": cpu, "threads": threads,
+            "onnxruntime": result["onnxruntime"], "seconds": round(time.monotonic() - start, 1),
+            "counted": time.strftime("%Y-%m-%d %H:%M:%S")}
+    counts = Counts(blocks, execs, vaddrs, result["samples"], meta)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    counts.save(cached)
+    return counts
+
+
+if __name__ == "__main__":  # python -m exporter.pi.counts MODEL FEEDS.npz CPU [THREADS]: a quick look
+    m, f, c = Path(sys.argv[1]), dict(np.load(sys.argv[2])), sys.argv[3]
+    got = count(m, [f], cpu=c, threads=int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    print(json.dumps({**got.meta, "samples": got.samples, "classes": got.by_class()}, indent=1))

