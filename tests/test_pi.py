@@ -216,3 +216,24 @@ def test_an_unknown_target_names_the_known_ones_and_no_qemu_exits_77(exported, t
     monkeypatch.setattr(estimate, "count", no_qemu)
     assert main(["quantize", str(exported("char")), "--target", "pi5"]) == EXIT_CANNOT_EMULATE
     assert "apt-get install qemu-user" in capsys.readouterr().err
+
+
+def test_arithmetic_counts_multiply_adds_and_which_are_int8():
+    from benchmarks import arithmetic
+    from onnx import TensorProto, helper
+
+    # a convolution: 8 output channels x 100 frames, each summing 4 input channels x kernel 3
+    assert arithmetic.node_macs("Conv", [[1, 4, 102], [8, 4, 3]], [[1, 8, 100]]) == 8 * 100 * 4 * 3
+    # a transposed convolution (stride 2, kernel 4): every input element spread over 2 channels x 4 taps
+    assert arithmetic.node_macs("ConvTranspose", [[1, 4, 50], [4, 2, 4]], [[1, 2, 100]]) == 4 * 50 * 2 * 4
+    assert arithmetic.node_macs("MatMul", [[1, 10, 16], [16, 32]], [[1, 10, 32]]) == 10 * 32 * 16
+    assert arithmetic.node_macs("Add", [[1, 4], [1, 4]], [[1, 4]]) == 0
+    graph = helper.make_graph([
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dqx"),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dqw"),
+        helper.make_node("Conv", ["x", "w"], ["y"], name="qdq_conv"),  # both dequantized: int8 in onnxruntime
+        helper.make_node("Conv", ["y", "w"], ["y2"], name="weights_only"),  # fp32 data: weight storage only
+        helper.make_node("ConvInteger", ["xq", "wq"], ["y3"], name="dynamic"),
+    ], "g", [helper.make_tensor_value_info("xq", TensorProto.UINT8, None)],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y2", "y3")])
+    assert arithmetic.int8_nodes(helper.make_model(graph)) == {"qdq_conv", "dynamic"}
