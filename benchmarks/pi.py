@@ -6,7 +6,7 @@ its check at the thread counts it was not fitted on.
 
 Every figure made from the counts is an emulation estimate, not a timing: QEMU counts exactly what the core
 executes; how long that takes on a Pi is the core model's estimate (exporter/pi/cost.py), fitted on one published
-figure. Counts are cached by model hash (~/.cache/vits-edge/arm/counts): the first run takes about half an hour
+figure. Counts are cached by model hash (~/.cache/vits-edge/arm/counts): the first run takes about 50 minutes
 on 2 cores (emulated fp32 runs about 30 s per second of audio), a rerun seconds.
 """
 

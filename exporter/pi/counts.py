@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -260,8 +259,3 @@ def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads:
     counts.save(cached)
     return counts
 
-
-if __name__ == "__main__":  # python -m exporter.pi.counts MODEL FEEDS.npz CPU [THREADS]: a quick look
-    m, f, c = Path(sys.argv[1]), dict(np.load(sys.argv[2])), sys.argv[3]
-    got = count(m, [f], cpu=c, threads=int(sys.argv[4]) if len(sys.argv) > 4 else 1)
-    print(json.dumps({**got.meta, "samples": got.samples, "classes": got.by_class()}, indent=1))
