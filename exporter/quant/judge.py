@@ -14,8 +14,7 @@ from runtime import contract
 
 # What the sidecar keeps of a final trial (auto's and the fine-tuned preset's)
 RECORDED = ("sentences", "same_length", "logmel_db", "mcd_db", "speed_vs_fp32", "speed_interval", "speed_rounds",
-            "speed_method",
-            "size_mb", "size_vs_fp32", "threads", "durations")
+            "speed_method", "size_mb", "size_vs_fp32", "threads", "durations")
 # The final plan is timed against fp32 until its speed-up is known to +-2% (95% interval), at most 20 rounds.
 FINAL_PRECISION = 0.02
 

@@ -21,6 +21,9 @@ confidence; one the rounds cannot tell apart is not kept. The final plan is time
 known to +-2% (at most 20 rounds), and if it is slower than fp32 it keeps only its weight storage. The
 sidecar records the speed, its interval, the rounds and the CPU (and its int8 class) it was timed on.
 Weight storage is not timed: onnxruntime folds it back to fp32 weights at load (exporter/quant/storage.py).
+With ``target`` "pi4" or "pi5" the speeds are not timed here but estimated for that Raspberry Pi from the
+instructions its core executes, counted under emulation (exporter/pi/estimate.py: one exact ratio per plan, at
+four threads); everything else is judged as above.
 
 Each unit's treatments form a ladder, each rung adding error to the one before (fp16 weights, int8
 weights, int8 activations on the convolutions, int8 on everything between them): a rung that breaks
