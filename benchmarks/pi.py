@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks import arithmetic, results, sysinfo
 from exporter.pi import cost, estimate
-from exporter.pi.counts import Counts, count
+from exporter.pi.counts import Counts
 from exporter.pi.emulation import CannotEmulate, Recipe
 from runtime import contract
 from runtime.voice import Voice
@@ -71,7 +71,7 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]
         for cpu, core in cost.CORES.items():
             log(f"pi: counting {model.name} on an emulated {cpu} (1 and 2 threads)")
             est = estimate.model_estimate(model, feeds, core, voice.sample_rate, stall=stall, log=log)
-            counted = count(model, feeds, cpu=cpu, log=log)  # cached by the estimate
+            counted = est.counts
             rows.append({"model": model.name, "variant": contract.variant_name(model.name), "cpu": cpu,
                          "board": core.board, "bytes": model.stat().st_size,
                          "instructions_per_audio_s": float(counted.instructions().sum() / est.audio_seconds()),

@@ -1,8 +1,10 @@
-"""Files that appear complete or not at all, with the permissions a plain ``open()`` would give them."""
+"""Files that appear complete or not at all, with the permissions a plain ``open()`` would give them; a file's
+hash (what caches of models are keyed by)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +25,15 @@ def umask() -> int:
             _UMASK = os.umask(0o022)
             os.umask(_UMASK)
     return _UMASK
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_folder(path: Path) -> None:

@@ -148,8 +148,8 @@ def test_counts_repeat_exactly_and_the_decoder_agrees_with_qemu(exported, tmp_pa
 
 # -- quantize --target pi4|pi5 ---------------------------------------------------------------------------
 class _FakePi(estimate.PiSpeed):
-    """A Pi whose estimates are made up (no emulation): each QuantizeLinear in the file adds ``gain`` to its
-    speed over fp32. The real one counts each trial under QEMU (the smoke test above shows the counting)."""
+    """A Pi whose estimates are made up (no emulation): each QuantizeLinear in the file multiplies its
+    speed over fp32 by 1 + ``gain``. The real one counts each trial under QEMU (the smoke test above shows the counting)."""
 
     gain = 0.02
 
@@ -163,7 +163,7 @@ class _FakePi(estimate.PiSpeed):
         import onnx
 
         quantized = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(model)).graph.node)
-        return 1.0 + self.gain * quantized
+        return (1.0 + self.gain) ** quantized
 
 
 @pytest.mark.parametrize("target, gain", [("pi5", 0.02), ("pi4", -0.01)])

@@ -126,6 +126,7 @@ class Estimate:
     samples: np.ndarray
     sample_rate: int
     stall: float = 1.0
+    counts: Counts | None = None  # the one-thread count it was made from
 
     def seconds(self, threads: int = 1, sentence: int | None = None) -> float:
         """Estimated seconds (of all the sentences, or one) at ``threads`` threads."""
@@ -165,7 +166,8 @@ def estimate(counts: Counts, core: Core, *, pool: Counts | list[Counts], sample_
         raise ValueError("the estimate works from a one-thread count (several threads count the pool's waiting)")
     cycles = counts.execs.sum(axis=2) @ core.block_cycles(counts.blocks)  # [sentences]
     serial = float(np.median([serial_share(p, core) for p in (pool if isinstance(pool, list) else [pool])]))
-    return Estimate(core, cycles * serial, cycles * (1 - serial), np.asarray(counts.samples), sample_rate, stall)
+    return Estimate(core, cycles * serial, cycles * (1 - serial), np.asarray(counts.samples), sample_rate, stall,
+                    counts)
 
 
 @dataclass
@@ -182,9 +184,7 @@ class Calibration:
     def fit(cls, reference: Estimate, reference_name: str = "") -> Calibration:
         if reference.core.name != "cortex-a72":
             raise ValueError("sherpa-onnx's figures are for a Raspberry Pi 4: calibrate on cortex-a72")
-        stall = SHERPA_PI4[1] / Estimate(reference.core, reference.serial, reference.parallel, reference.samples,
-                                         reference.sample_rate).rtf(1)
-        reference.stall = stall
+        reference.stall = stall = SHERPA_PI4[1] * reference.stall / reference.rtf(1)
         return cls(stall, {n: reference.rtf(n) for n in SHERPA_PI4}, reference=reference_name)
 
     def errors(self) -> dict[int, float]:

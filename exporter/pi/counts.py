@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.pi.emulation import CPUS, VENV_AT, CannotEmulate, Recipe, cache_dir, ensure_rootfs, prepare_host
+from runtime import files
 
 # The plugin's classes, in its order (enum in insnclass.c). "_q": a 128-bit vector operation, "_d": a 64-bit one;
 # "mull": widening multiplies (SMULL/UMLAL...), "padal": pairwise add-accumulate long (SADALP/UADALP).
@@ -89,9 +90,8 @@ class Counts:
 
     def instructions(self, sentence: int | None = None) -> np.ndarray:
         """Executed instructions by class [len(CLASSES)], of one sentence or of all."""
-        execs = self.execs.sum(axis=2) if sentence is None else self.execs[sentence].sum(axis=1)
-        per = execs.sum(axis=0) if sentence is None else execs
-        return per @ self.blocks
+        execs = self.execs if sentence is None else self.execs[sentence:sentence + 1]
+        return execs.sum(axis=(0, 2)) @ self.blocks
 
     def by_class(self, sentence: int | None = None) -> dict[str, int]:
         return dict(zip(CLASSES, (int(x) for x in self.instructions(sentence)), strict=True))
@@ -169,14 +169,6 @@ def plugin() -> Path:
     return built
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _feeds_hash(feeds: list[dict[str, np.ndarray]]) -> str:
     h = hashlib.sha256()
     for f in feeds:
@@ -197,7 +189,8 @@ def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads:
     if cpu not in COUNTED_CPUS:
         raise ValueError(f"unknown core {cpu!r}: choose from {', '.join(COUNTED_CPUS)}")
     recipe = recipe or Recipe.for_host()
-    key = hashlib.sha256(json.dumps([file_hash(model), _feeds_hash(feeds), cpu, threads, recipe.key(), run,
+    model_hash = files.sha256(model)
+    key = hashlib.sha256(json.dumps([model_hash, _feeds_hash(feeds), cpu, threads, recipe.key(), run,
                                      hashlib.sha256(PLUGIN_SOURCE.read_bytes() + _GUEST.encode()).hexdigest()])
                          .encode()).hexdigest()[:20]
     cached = cache_dir() / "counts" / f"{model.stem}-{cpu}-{threads}t{run or ''}-{key}.npz"
@@ -250,7 +243,7 @@ def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads:
                                f"{(proc.stdout + proc.stderr)[-3000:]}")
         result = json.loads((work / "result.json").read_text())
         blocks, execs, vaddrs = parse(out.read_text(), len(feeds))
-    meta = {"model": model.name, "sha256": file_hash(model), "cpu": cpu, "threads": threads,
+    meta = {"model": model.name, "sha256": model_hash, "cpu": cpu, "threads": threads,
             "onnxruntime": result["onnxruntime"], "seconds": round(time.monotonic() - start, 1),
             "counted": time.strftime("%Y-%m-%d %H:%M:%S")}
     counts = Counts(blocks, execs, vaddrs, result["samples"], meta)

@@ -44,7 +44,7 @@ from exporter.quant.judge import Judge
 from exporter.quant.plans import FINETUNED, preset
 from exporter.quant.variants import add_pieces, make_default, record
 from exporter.split import split
-from runtime import chunking, contract, cpu
+from runtime import chunking, contract, cpu, files
 from runtime.config import FP32
 from runtime.voice import SynthesisConfig, Voice
 
@@ -111,11 +111,7 @@ class FinetuneConfig:
 
 def voice_key(voice_dir: Path) -> str:
     """The fp32 model's bytes (the teacher)."""
-    digest = hashlib.sha256()
-    with open(Path(voice_dir) / contract.MODEL_FILE, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return files.sha256(Path(voice_dir) / contract.MODEL_FILE)[:16]
 
 
 def training_texts(cfg: FinetuneConfig) -> list[str]:

