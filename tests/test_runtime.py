@@ -180,6 +180,23 @@ def test_cli_text_argument_to_wav(exported, tmp_path):
     assert rate == 16000 and len(pcm) > 1000
 
 
+def test_cli_leaves_no_onnxruntime_telemetry(exported, tmp_path):
+    """onnxruntime's Linux builds collect telemetry by default (a thread, a device id and an event database under
+    ~/.cache/Microsoft, uploads when online): the runtime switches it off, and a user's own setting wins."""
+    import os
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"} | {"HOME": str(home)}
+    proc = cli("-m", exported("char"), TEXT, "--output", tmp_path / "x.wav", env=env)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert not (home / ".cache" / "Microsoft").exists()
+    # the check can fail: onnxruntime's default, asked for, writes its files
+    proc = cli("-m", exported("char"), TEXT, "--output", tmp_path / "y.wav", env=env | {"ORT_DISABLE_TELEMETRY": "0"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert list((home / ".cache" / "Microsoft").rglob("deviceid"))
+
+
 def test_cli_text_file_and_stdin_and_raw(exported, tmp_path):
     text_file = tmp_path / "in.txt"
     text_file.write_text("First line here.\nSecond line here.\n", encoding="utf-8")
