@@ -53,7 +53,9 @@ def calibrate(piper_model: Path, ours: Path, voice: Voice, log) -> dict:
     ours_est = estimate.model_estimate(ours, estimate.zero_noise_feeds(voice), cost.A72, voice.sample_rate,
                                        stall=c.stall, log=log)
     ours_rtf = {n: ours_est.rtf(n) for n in cost.SHERPA_PI4}
-    return {"calibration": c.as_dict(), "ours_rtf": ours_rtf,
+    sentence = voice.resolve(noise_scale=0.0, noise_w=0.0).feeds(voice.text_to_ids(estimate.FIRST_AUDIO_TEXT))
+    first_audio_sentence_s = voice.session.run(None, sentence)[0].shape[-1] / voice.sample_rate
+    return {"calibration": c.as_dict(), "ours_rtf": ours_rtf, "first_audio_sentence_s": first_audio_sentence_s,
             "ours_errors": {n: ours_rtf[n] / cost.SHERPA_PI4[n] - 1 for n in cost.SHERPA_PI4},
             "serial_share": {"piper": 1 - fitted.reference.parallel_share, "ours": 1 - ours_est.parallel_share},
             "onnxruntime": {"piper": cost.SHERPA_ONNXRUNTIME.onnxruntime, "ours": Recipe.for_host().onnxruntime}}
@@ -72,6 +74,11 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]
             log(f"pi: counting {model.name} on an emulated {cpu} (1 and 2 threads)")
             est = estimate.model_estimate(model, feeds, core, voice.sample_rate, stall=stall, log=log)
             counted = est.counts
+            first = None
+            if voice_has_pieces(model):
+                log(f"pi: counting the pieces that make {model.name}'s first streamed audio on {cpu}")
+                first = estimate.first_audio_estimate(model, core, serial=1 - est.parallel_share, stall=stall,
+                                                      log=log)
             rows.append({"model": model.name, "variant": contract.variant_name(model.name), "cpu": cpu,
                          "board": core.board, "bytes": model.stat().st_size,
                          "instructions_per_audio_s": float(counted.instructions().sum() / est.audio_seconds()),
@@ -79,11 +86,15 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]
                          "estimated_rtf": {n: est.rtf(n) for n in (1, 2, 4)}, "serial_share": 1 - est.parallel_share,
                          "macs_per_audio_s": macs,
                          "share_of_peak": {n: core.least_seconds(macs, n) / est.rtf(n) for n in (1, 4)},
-                         "audio_s": est.audio_seconds(), "counted_with": counted.meta})
+                         "first_audio_s": first, "audio_s": est.audio_seconds(), "counted_with": counted.meta})
     for row in rows:
         fp32 = next(r for r in rows if r["cpu"] == row["cpu"] and r["model"] == contract.MODEL_FILE)
         row["vs_fp32"] = {n: fp32["estimated_rtf"][n] / row["estimated_rtf"][n] for n in row["estimated_rtf"]}
     return rows
+
+
+def voice_has_pieces(model: Path) -> bool:
+    return Voice.load(model, streaming=False).config.pieces(model.name) is not None
 
 
 def x86_memory(results_json: Path) -> dict[str, float]:
@@ -121,17 +132,22 @@ def report(cal: dict, models: list[dict]) -> str:
                   "at 1 and 4 threads, and speed relative to fp32 on the same Pi, on the sentences above. "
                   "Arithmetic: the graph's multiply-adds per second of audio (fp32 + int8); \"of peak\": the time "
                   "they would take at the core's peak (fp32: 4 a cycle on the A72, 8 on the A76; int8: 8 and 32) "
-                  "over the estimated time, at 1 and 4 threads: how far from the physical limit.", "",
+                  "over the estimated time, at 1 and 4 threads: how far from the physical limit. First audio: "
+                  f"seconds from the text of a {cal['first_audio_sentence_s']:.1f} s sentence to its first sample, streamed "
+                  "(the frontend on the whole sentence, the flow's first block and the vocoder's first chunk, each "
+                  "counted; the model's serial share for 4 threads).", "",
                   "Peak memory: measured on the build machine by `benchmarks.run` for the same file (x86, not an "
                   "estimate: QEMU's own memory would pollute a figure taken under emulation).", "",
                   "| model | Pi | MB | RTF 1 thread | RTF 4 threads | vs fp32, 1 thread | vs fp32, 4 threads | "
-                  "GMAC per s of audio (fp32 + int8) | of peak, 1 / 4 threads | peak memory, x86 (MB) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "first audio, 1 / 4 threads (s) | GMAC per s of audio (fp32 + int8) | of peak, 1 / 4 threads | "
+                  "peak memory, x86 (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in models:
             rtf, vs, m, peak = r["estimated_rtf"], r["vs_fp32"], r["macs_per_audio_s"], r["share_of_peak"]
             memory = "-" if r.get("x86_peak_rss_mb") is None else f"{r['x86_peak_rss_mb']:.0f}"
+            first = r.get("first_audio_s")
+            first = "-" if first is None else f"{first[1]:.2f} / {first[estimate.PI_THREADS]:.2f}"
             lines.append(f"| {r['variant']} | {r['board']} | {r['bytes'] / 1e6:.1f} | {rtf[1]:.3f} | {rtf[4]:.3f} | "
-                         f"{vs[1]:.2f}x | {vs[4]:.2f}x | {m['fp32'] / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
+                         f"{vs[1]:.2f}x | {vs[4]:.2f}x | {first} | {m['fp32'] / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
                          f"{peak[1]:.0%} / {peak[4]:.0%} | {memory} |")
         lines.append("")
     else:
@@ -172,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     except CannotEmulate as exc:
         print(f"cannot emulate aarch64 here: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
-    data = {"schema": 1, "machine": sysinfo.machine(), "texts": estimate.TEXTS, "calibration": cal, "models": models,
+    data = {"schema": 1, "machine": sysinfo.machine(), "texts": estimate.TEXTS,
+            "first_audio_text": estimate.FIRST_AUDIO_TEXT, "calibration": cal, "models": models,
             "cores": {name: {"clock_ghz": c.clock_ghz, "width": c.width, "source": c.source}
                       for name, c in cost.CORES.items()}}
     results.write(args.out, json.loads(json.dumps(data, default=str)), report(cal, models),

@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     qua.add_argument("voice_dir", type=Path, help="exported voice folder (model.onnx + model.onnx.json)")
     qua.add_argument("--preset", choices=ALL_PRESETS, default=DEFAULT_PRESET,
                      help=f"default: {DEFAULT_PRESET}; finetuned trains the int8 vocoder against fp32 (up to ~30 min on "
-                     "2 cores; stop it any time, the same command resumes)")
+                     "2 cores; stop it any time, the same command resumes); fp16: the convolutions in fp16 arithmetic "
+                     "for a Raspberry Pi 5 (judged on audio made on an emulated Pi 5 when this CPU has no fp16 "
+                     "arithmetic)")
     qua.add_argument("--finetune", action="store_true", help="auto: let the decoder stages try int8 fine-tuned "
                      "against fp32 too (slower to make: each plan that holds it is trained)")
     qua.add_argument("--finetune-steps", type=int, metavar="N", help="training steps of the finetuned preset and of "

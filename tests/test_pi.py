@@ -153,7 +153,7 @@ class _FakePi(estimate.PiSpeed):
 
     gain = 0.02
 
-    def __init__(self, voice_dir, target, *, threads=estimate.PI_THREADS, log=print):
+    def __init__(self, voice_dir, target, *, threads=estimate.PLAN_THREADS, log=print):
         self.target, self.threads, self.log = target, threads, log
         self.core = cost.CORES[cost.TARGETS[target]]
         self.fp32 = cost.Estimate(self.core, np.zeros(1), np.ones(1) * 1e9, np.asarray([22050]), 22050)
@@ -237,3 +237,91 @@ def test_arithmetic_counts_multiply_adds_and_which_are_int8():
     ], "g", [helper.make_tensor_value_info("xq", TensorProto.UINT8, None)],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y2", "y3")])
     assert arithmetic.int8_nodes(helper.make_model(graph)) == {"qdq_conv", "dynamic"}
+
+
+def test_first_audio_is_the_frontend_the_first_flow_block_and_the_first_chunk(exported):
+    """What the first-audio estimate counts is what Voice.stream runs before its first chunk."""
+    from runtime import chunking, pieces
+
+    voice_dir = exported("char")
+    runs = estimate.first_audio_runs(voice_dir / "model.onnx", "Hello there, this is a longer sentence to stream.")
+    assert [p.name for p, _ in runs] == ["model.frontend.onnx", "model.flow.onnx", "model.vocoder.onnx"]
+    frontend, flow, vocoder = (feeds for _, feeds in runs)
+    assert frontend["input"].shape[1] == int(frontend["input_lengths"][0]) > 10
+    # the flow's first block covers the first chunk and the vocoder's context; the vocoder sees the first chunk
+    assert flow["latents"].shape[2] <= pieces.FLOW_FIRST + chunking.context(chunking.layers(
+        json.loads((voice_dir / "model.onnx.json").read_text())["streaming"]["architecture"]))
+    assert vocoder["z"].shape[2] < flow["latents"].shape[2]
+
+
+def test_estimate_takes_a_given_serial_share():
+    blocks = np.asarray([_block(fp32_q=10)])
+    one = counts.Counts(blocks, np.asarray([[[100, 0]]]), np.asarray([1], dtype=np.uint64), [22050], {"threads": 1})
+    est = cost.estimate(one, cost.A72, serial=0.25, sample_rate=22050)
+    assert est.seconds(4) == pytest.approx((250 + 750 / 4) / 1.8e9)
+    with pytest.raises(ValueError, match="one of them"):
+        cost.estimate(one, cost.A72, sample_rate=22050)
+
+
+def test_fp16_preset_computes_the_convolutions_in_fp16_islands(exported, tmp_path):
+    """The fp16 preset: the flow's and the decoder's Convs (upsamplers as polyphase Convs) in fp16 between two
+    Casts, conv_post and the text side untouched, Adds and LeakyRelus in fp32 (fp16 Add is a scalar loop on the
+    A76); on x86 (fp32 kernels behind onnxruntime's Casts) it speaks the same length, close to fp32."""
+    import onnx
+    from exporter.quant.build import build
+    from exporter.quant.plans import preset
+    from exporter.quant.units import node_units
+    from runtime.voice import Voice
+
+    voice_dir = exported("char")
+    dst = tmp_path / "model.fp16.onnx"
+    build(voice_dir, preset("fp16", "pi5"), dst)
+    model = onnx.load(str(dst))
+    units = node_units(model)
+    fp16 = [n for n in model.graph.node if n.op_type == "Conv" and n.output[0].endswith("_fp16")]
+    assert fp16 and all(units[n.name].split(".")[0] in ("flow", "decoder") for n in fp16)
+    assert not any(units.get(n.name) == "decoder.post" for n in fp16)
+    assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)
+    half = {n.output[0] for n in fp16} | {n.output[0] for n in model.graph.node
+                                          if n.op_type == "Cast" and n.name.endswith("/to_fp16")}
+    assert not any(name in half for n in model.graph.node if n.op_type in ("Add", "LeakyRelu", "Mul")
+                   for name in n.input)
+    voice = Voice.load(voice_dir, variant="fp32", streaming=False)
+    feeds = voice.resolve(noise_scale=0.0, noise_w=0.0).feeds(voice.text_to_ids("Hello there."))
+    ref = voice.session.run(None, feeds)[0]
+    out = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert out.shape == ref.shape
+    snr = 10 * np.log10(np.sum(ref ** 2) / max(np.sum((out - ref) ** 2), 1e-20))
+    assert snr > 30, snr
+
+
+def test_fp16_runs_natively_on_the_pi5_core_not_the_pi4(exported, tmp_path):
+    """Under emulation: on the A76 onnxruntime keeps the fp16 islands (the Casts around each Conv) and the core
+    executes fp16 vector arithmetic; on the A72 (no fp16 kernels) it folds each island back to an fp32 Conv, no
+    Cast left; the A76's audio is close to x86's fp32."""
+    import onnx
+    from exporter.quant.build import build
+    from exporter.quant.plans import preset
+    from runtime.voice import Voice
+
+    voice_dir = exported("char")
+    dst = tmp_path / "model.fp16.onnx"
+    build(voice_dir, preset("fp16", "pi5"), dst)
+    voice = Voice.load(voice_dir, variant="fp32", streaming=False)
+    feeds = [voice.resolve(noise_scale=0.0, noise_w=0.0).feeds(voice.text_to_ids("Hello there."))]
+    try:
+        a76 = counts.run_on(dst, feeds, cpu="cortex-a76")
+    except emulation.CannotEmulate as exc:
+        pytest.skip(f"cannot emulate aarch64 here, fp16 on the Pi 5 NOT checked: {exc}")
+    a72 = counts.run_on(dst, feeds, cpu="cortex-a72")
+
+    def islands(optimized):
+        return sum(n.op_type == "Cast" and n.name.endswith("/to_fp16") for n in onnx.load_from_string(optimized).graph.node)
+
+    built = sum(n.name.endswith("/to_fp16") for n in onnx.load(str(dst)).graph.node)
+    assert islands(a76.optimized) == built > 0 and islands(a72.optimized) == 0
+    assert counts.count(dst, feeds, cpu="cortex-a76").by_class()["fp16_q"] > 0
+    ref = voice.session.run(None, feeds[0])[0].reshape(-1)
+    got = a76.outputs[0]
+    assert got.shape == ref.shape
+    assert 10 * np.log10(np.sum(ref ** 2) / np.sum((got - ref) ** 2)) > 20

@@ -158,14 +158,18 @@ def serial_share(pool: Counts, core: Core) -> float:
     return float(max(first - other, 0.0) / (first + other))
 
 
-def estimate(counts: Counts, core: Core, *, pool: Counts | list[Counts], sample_rate: int,
-             stall: float = 1.0) -> Estimate:
+def estimate(counts: Counts, core: Core, *, pool: Counts | list[Counts] | None = None, serial: float | None = None,
+             sample_rate: int, stall: float = 1.0) -> Estimate:
     """``counts`` (one thread) on ``core``; ``pool``: the same model counted at 2 threads, for the serial share
-    (several such counts: their median, as each run splits the work a little differently)."""
+    (several such counts: their median, as each run splits the work a little differently), or ``serial``: the
+    share itself (a piece of a model whose share was counted whole)."""
     if counts.meta.get("threads", 1) != 1:
         raise ValueError("the estimate works from a one-thread count (several threads count the pool's waiting)")
+    if (pool is None) == (serial is None):
+        raise ValueError("give the 2-thread count(s) or the serial share, one of them")
     cycles = counts.execs.sum(axis=2) @ core.block_cycles(counts.blocks)  # [sentences]
-    serial = float(np.median([serial_share(p, core) for p in (pool if isinstance(pool, list) else [pool])]))
+    if pool is not None:
+        serial = float(np.median([serial_share(p, core) for p in (pool if isinstance(pool, list) else [pool])]))
     return Estimate(core, cycles * serial, cycles * (1 - serial), np.asarray(counts.samples), sample_rate, stall,
                     counts)
 

@@ -76,6 +76,32 @@ for i, f in enumerate(feeds):
 json.dump({"samples": samples, "onnxruntime": ort.__version__}, open(spec["result"], "w"))
 """.replace("MAGIC", str(MARKER_MAGIC))
 
+# The guest for any graph (a streaming piece has no input_lengths: its largest feeds warm it up) and for runs that
+# keep what the core computed: "outputs", the audio of each run (flat, trimmed to output_lengths where the graph
+# gives it); "optimized", the graph onnxruntime ran (a Conv left between its Casts ran fp16 kernels); "profile",
+# onnxruntime's profile (each node's kernel; emulated time follows what it executes, not how long a Pi takes).
+# Derived from _GUEST, which stays as it is: its text is in the key of every whole-model count already cached.
+_ANY_GUEST = _GUEST
+for _old, _new in (
+        ('sess.run(None, max(feeds, key=lambda f: int(f["input_lengths"][0])))',
+         'sess.run(None, max(feeds, key=lambda f: sum(v.size for v in f.values())))'),
+        ('sess = ort.InferenceSession(', 'if spec.get("optimized"):\n    opts.optimized_model_filepath = spec["optimized"]\n'
+         'if spec.get("profile"):\n    opts.enable_profiling = True\n    opts.profile_file_prefix = spec["profile"]\n'
+         'sess = ort.InferenceSession('),
+        ('samples = []\nfor i, f in enumerate(feeds):\n    out = sess.run(None, f)[0]\n    mark(i + 1)\n'
+         '    samples.append(int(out.shape[-1]))\n',
+         'samples, outputs = [], {}\nnames = [o.name for o in sess.get_outputs()]\n'
+         'for i, f in enumerate(feeds):\n    out = sess.run(None, f)\n    mark(i + 1)\n'
+         '    samples.append(int(out[0].shape[-1]))\n    audio = out[0].reshape(-1)\n'
+         '    if "output_lengths" in names:\n'
+         '        audio = audio[: int(out[names.index("output_lengths")].reshape(-1)[0])]\n'
+         '    outputs[f"out{i}"] = audio\n'
+         'if spec.get("outputs"):\n    np.savez(spec["outputs"], **outputs)\n'
+         'if spec.get("profile"):\n    os.replace(sess.end_profiling(), spec["profile"] + ".json")\n')):
+    if _old not in _ANY_GUEST:
+        raise AssertionError(f"counts.py: _GUEST no longer has {_old!r}")
+    _ANY_GUEST = _ANY_GUEST.replace(_old, _new)
+
 
 @dataclass
 class Counts:
@@ -139,6 +165,18 @@ def parse(text: str, sentences: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.asarray(blocks, dtype=np.int64).reshape(-1, len(CLASSES)), execs, np.asarray(vaddrs, dtype=np.uint64)
 
 
+# A private mount namespace shows the emulated program a Pi's /proc/cpuinfo (onnxruntime's cpuinfo reads it;
+# the host's x86 one crashes it) without touching the cached root filesystem; -L makes the root
+# filesystem's files win over the host's.
+# PYTHONHASHSEED and no address randomization (setarch -R): what Python and the allocator do depends on
+# them, and the count with it. No thread but the ones counted: onnxruntime's telemetry thread (on by default
+# since 1.29) and OpenBLAS's (numpy's) ran beside the main thread, and under load on the host they moved
+# the count (by 1e-5: lock contention) and added to what looked like the pool's share.
+_LAUNCH = ('mount --bind "$VE_PROC" "$VE_ROOT/proc" && exec setarch -R env -i PYTHONPATH="$VE_SITE" '
+           'PYTHONHASHSEED=0 ORT_DISABLE_TELEMETRY=1 OPENBLAS_NUM_THREADS=1 LANG=C.UTF-8 LD_LIBRARY_PATH="$VE_LIBS" '
+           '"$VE_QEMU" -L "$VE_ROOT" -cpu "$VE_CPU" $VE_PLUGIN "$VE_PYTHON" "$VE_GUEST" "$VE_SPEC"')
+
+
 def qemu() -> str:
     """Debian's dynamic qemu-aarch64 (package qemu-user), which loads TCG plugins; CannotEmulate without it."""
     found = shutil.which("qemu-aarch64")
@@ -179,69 +217,31 @@ def _feeds_hash(feeds: list[dict[str, np.ndarray]]) -> str:
 
 def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads: int = 1,
           recipe: Recipe | None = None, disas: Path | None = None, cache: bool = True, run: int = 0,
-          log: Callable[[str], None] = print, timeout: float = 3600) -> Counts:
+          piece: bool = False, log: Callable[[str], None] = print, timeout: float = 3600) -> Counts:
     """Run ``model`` on each feed dict (the graph's inputs of one sentence) on the emulated ``cpu``: what each
     sentence executed. Cached by the model's hash, the feeds, the core, the threads, the root filesystem's
     recipe and the plugin (``cache=False``: count again). ``recipe``: another onnxruntime than the host's (its
     root filesystem is built once); ``disas``: also write each distinct instruction executed, with its class
     and QEMU's disassembly (how the decoder is checked); ``run``: the n-th count of the same thing (several
-    threads split the work differently on every run: repeats are cached apart)."""
+    threads split the work differently on every run: repeats are cached apart); ``piece``: a graph without the
+    whole model's inputs (a streaming piece)."""
     if cpu not in COUNTED_CPUS:
         raise ValueError(f"unknown core {cpu!r}: choose from {', '.join(COUNTED_CPUS)}")
     recipe = recipe or Recipe.for_host()
     model_hash = files.sha256(model)
+    guest = _ANY_GUEST if piece else _GUEST
     key = hashlib.sha256(json.dumps([model_hash, _feeds_hash(feeds), cpu, threads, recipe.key(), run,
-                                     hashlib.sha256(PLUGIN_SOURCE.read_bytes() + _GUEST.encode()).hexdigest()])
+                                     hashlib.sha256(PLUGIN_SOURCE.read_bytes() + (guest + _LAUNCH).encode()).hexdigest()])
                          .encode()).hexdigest()[:20]
     cached = cache_dir() / "counts" / f"{model.stem}-{cpu}-{threads}t{run or ''}-{key}.npz"
     if cache and cached.is_file() and disas is None:
         return Counts.load(cached)
-    built = (cache_dir() / f"rootfs-{recipe.key()}" / "recipe.json").is_file()
-    prepare_host(counting=True, need_mmdebstrap=not built, log=log)
-    root = ensure_rootfs(recipe, log=log)
-    binary, so = qemu(), plugin()
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vits-edge-count-") as tmp:
-        work = Path(tmp)
-        paths = []
-        for i, f in enumerate(feeds):
-            paths.append(str(work / f"feeds{i}.npz"))
-            np.savez(paths[-1], **f)
-        spec = {"model": str(Path(model).resolve()), "feeds": paths, "threads": threads,
-                "result": str(work / "result.json")}
-        (work / "spec.json").write_text(json.dumps(spec))
-        (work / "guest.py").write_text(_GUEST)
-        proc_dir = work / "proc"
-        proc_dir.mkdir()
-        processors = os.cpu_count() or 1
-        (proc_dir / "cpuinfo").write_text(CPUS[cpu].cpuinfo(processors))
-        out = work / "counts.txt"
-        site = next((root / VENV_AT.lstrip("/") / "lib").glob("python3*/site-packages"))
-        python = root / "usr" / "bin" / site.parent.name
-        # A private mount namespace shows the emulated program a Pi's /proc/cpuinfo (onnxruntime's cpuinfo reads it;
-        # the host's x86 one crashes it) without touching the cached root filesystem; -L makes the root
-        # filesystem's files win over the host's.
-        # PYTHONHASHSEED and no address randomization (setarch -R): what Python and the allocator do depends on
-        # them, and the count with it
-        script = ('mount --bind "$VE_PROC" "$VE_ROOT/proc" && exec setarch -R env -i PYTHONPATH="$VE_SITE" '
-                  'PYTHONHASHSEED=0 LANG=C.UTF-8 LD_LIBRARY_PATH="$VE_LIBS" '
-                  '"$VE_QEMU" -L "$VE_ROOT" -cpu "$VE_CPU" -plugin "$VE_PLUGIN,out=$VE_OUT$VE_SPLIT" "$VE_PYTHON" '
-                  '"$VE_GUEST" "$VE_SPEC"')
-        unshare = ["unshare", "--mount", "--propagation", "private"]
-        if os.geteuid() != 0:
-            unshare.insert(1, "--map-root-user")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "VE_PROC": str(proc_dir), "VE_ROOT": str(root),
-               "VE_SITE": str(site), "VE_QEMU": binary, "VE_CPU": cpu, "VE_PLUGIN": str(so), "VE_OUT": str(out),
-               "VE_SPLIT": (",threads=split" if threads > 1 else "") + (f",disas={disas.resolve()}" if disas else ""),
-               # Debian's numpy finds its BLAS through /etc/alternatives: absolute links, which -L does not follow
-               "VE_LIBS": ":".join(str(root / "usr/lib/aarch64-linux-gnu" / d) for d in ("blas", "lapack")),
-               "VE_PYTHON": str(python), "VE_GUEST": str(work / "guest.py"), "VE_SPEC": str(work / "spec.json")}
-        proc = subprocess.run([*unshare, "sh", "-c", script], env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if proc.returncode != 0 or not (work / "result.json").is_file():
-            raise RuntimeError(f"counting {model.name} on an emulated {cpu} failed (exit {proc.returncode}):\n"
-                               f"{(proc.stdout + proc.stderr)[-3000:]}")
-        result = json.loads((work / "result.json").read_text())
+        out = Path(tmp) / "counts.txt"
+        options = f",out={out}" + (",threads=split" if threads > 1 else "") + (f",disas={disas.resolve()}" if disas else "")
+        result = _emulate(model, feeds, cpu=cpu, threads=threads, recipe=recipe, work=Path(tmp), guest=guest,
+                          plugin_options=options, log=log, timeout=timeout)
         blocks, execs, vaddrs = parse(out.read_text(), len(feeds))
     meta = {"model": model.name, "sha256": model_hash, "cpu": cpu, "threads": threads,
             "onnxruntime": result["onnxruntime"], "seconds": round(time.monotonic() - start, 1),
@@ -251,3 +251,71 @@ def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads:
     counts.save(cached)
     return counts
 
+
+@dataclass
+class Emulated:
+    """What a model gave on an emulated core: the first output of each run, and the graph onnxruntime ran."""
+
+    outputs: list[np.ndarray]
+    optimized: bytes  # the optimized graph onnxruntime saved (an ONNX file)
+    profile: list[dict]  # onnxruntime's profile events (emulated time: where the work is, not how long it takes)
+    onnxruntime: str
+
+
+def run_on(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads: int = 1,
+           recipe: Recipe | None = None, log: Callable[[str], None] = print, timeout: float = 3600) -> Emulated:
+    """Run ``model`` on each feed dict on the emulated ``cpu`` (no counting): its outputs as that core computes
+    them (a kernel that exists only for some cores, such as fp16 arithmetic, gives that core's numbers), and the
+    graph onnxruntime optimized for it."""
+    if cpu not in CPUS:
+        raise ValueError(f"unknown core {cpu!r}: choose from {', '.join(CPUS)}")
+    with tempfile.TemporaryDirectory(prefix="vits-edge-run-") as tmp:
+        work = Path(tmp)
+        result = _emulate(model, feeds, cpu=cpu, threads=threads, recipe=recipe or Recipe.for_host(), work=work,
+                          guest=_ANY_GUEST, outputs=work / "outputs.npz", optimized=work / "optimized.onnx", profile=work / "profile",
+                          log=log, timeout=timeout)
+        with np.load(work / "outputs.npz") as z:
+            outputs = [z[f"out{i}"] for i in range(len(feeds))]
+        return Emulated(outputs, (work / "optimized.onnx").read_bytes(),
+                        json.loads((work / "profile.json").read_text()), result["onnxruntime"])
+
+
+def _emulate(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads: int, recipe: Recipe,
+             work: Path, guest: str, plugin_options: str | None = None, outputs: Path | None = None,
+             optimized: Path | None = None, profile: Path | None = None, log: Callable[[str], None], timeout: float) -> dict:
+    """The guest run on ``feeds`` under Debian's dynamic qemu-aarch64 as ``cpu`` (with the counting plugin when
+    ``plugin_options`` is given): the guest's result (samples, onnxruntime version)."""
+    built = (cache_dir() / f"rootfs-{recipe.key()}" / "recipe.json").is_file()
+    prepare_host(counting=True, need_mmdebstrap=not built, log=log)
+    root = ensure_rootfs(recipe, log=log)
+    binary = qemu()
+    paths = []
+    for i, f in enumerate(feeds):
+        paths.append(str(work / f"feeds{i}.npz"))
+        np.savez(paths[-1], **f)
+    spec = {"model": str(Path(model).resolve()), "feeds": paths, "threads": threads,
+            "result": str(work / "result.json"), "outputs": str(outputs) if outputs else None,
+            "optimized": str(optimized) if optimized else None, "profile": str(profile) if profile else None}
+    (work / "spec.json").write_text(json.dumps(spec))
+    (work / "guest.py").write_text(guest)
+    proc_dir = work / "proc"
+    proc_dir.mkdir()
+    (proc_dir / "cpuinfo").write_text(CPUS[cpu].cpuinfo(os.cpu_count() or 1))
+    site = next((root / VENV_AT.lstrip("/") / "lib").glob("python3*/site-packages"))
+    python = root / "usr" / "bin" / site.parent.name
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare.insert(1, "--map-root-user")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "VE_PROC": str(proc_dir), "VE_ROOT": str(root),
+           "VE_SITE": str(site), "VE_QEMU": binary, "VE_CPU": cpu,
+           # unquoted in the script: empty when not counting (paths here have no spaces: temporary folders)
+           "VE_PLUGIN": f"-plugin {plugin()}{plugin_options}" if plugin_options is not None else "",
+           # Debian's numpy finds its BLAS through /etc/alternatives: absolute links, which -L does not follow
+           "VE_LIBS": ":".join(str(root / "usr/lib/aarch64-linux-gnu" / d) for d in ("blas", "lapack")),
+           "VE_PYTHON": str(python), "VE_GUEST": str(work / "guest.py"), "VE_SPEC": str(work / "spec.json")}
+    proc = subprocess.run([*unshare, "sh", "-c", _LAUNCH], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0 or not (work / "result.json").is_file():
+        raise RuntimeError(f"running {Path(model).name} on an emulated {cpu} failed (exit {proc.returncode}):\n"
+                           f"{(proc.stdout + proc.stderr)[-3000:]}")
+    return json.loads((work / "result.json").read_text())

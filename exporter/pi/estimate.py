@@ -18,10 +18,20 @@ from runtime import contract, cpu
 from runtime.voice import Voice
 
 # Counted per model: a short and a long sentence (2.6 s and 4.8 s of the built-in voice at zero noise); the plan
-# search counts the short one only (each of its trials is counted twice, at 1 and 2 threads)
+# search counts the short one only, at one thread
 TEXTS = ("Please turn off the lights in the kitchen when you leave.",
          "The quick brown fox jumps over the lazy dog, and then it runs away into the forest.")
 PI_THREADS = 4  # a Pi 4 and a Pi 5 have four cores; onnxruntime uses them all by default
+# auto --target plans on one-thread estimates: a one-thread count repeats exactly, while the serial share read
+# from a 2-thread count moves with the build machine's load (5 to 11% for the same file, a +-10% swing at four
+# threads: more than most steps of the plan). On the table's models the one-thread ratio over fp32 is within 8%
+# of the four-thread one (docs/measured/pi.md).
+PLAN_THREADS = 1
+# First audio: a sentence of 10.2 s (the built-in voice at zero noise) spoken as it streams: the frontend on the
+# whole sentence, the flow's first block and the vocoder's first chunk run before the first sample can play
+FIRST_AUDIO_TEXT = ("When the storm had finally passed, the neighbours came out into the street to clear away the "
+                    "fallen branches, check on the old couple at the corner, and share whatever they had left in "
+                    "their kitchens.")
 CALIBRATION_POOL_RUNS = 3  # 2-thread counts of the reference: the serial share is their median
 
 
@@ -40,6 +50,79 @@ def model_estimate(model: Path, feeds: list[dict], core: cost.Core, sample_rate:
     one = count(model, feeds, cpu=core.name, recipe=recipe, log=log)
     pools = [count(model, feeds, cpu=core.name, threads=2, recipe=recipe, run=r, log=log) for r in range(pool_runs)]
     return cost.estimate(one, core, pool=pools, sample_rate=sample_rate, stall=stall)
+
+
+class _Recorder:
+    """An onnxruntime session that keeps the feeds of its first run."""
+
+    def __init__(self, session):
+        self.session, self.feeds = session, None
+
+    def run(self, names, feeds, *args):
+        if self.feeds is None:
+            self.feeds = {k: np.array(v) for k, v in feeds.items()}
+        return self.session.run(names, feeds, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def first_audio_runs(model: Path, text: str = FIRST_AUDIO_TEXT) -> list[tuple[Path, dict[str, np.ndarray]]]:
+    """What runs before the first sample of ``text``, streamed by ``model``'s pieces at zero noise: each piece's
+    file and its feeds (the frontend on the whole sentence, the flow's first block, the vocoder's first chunk),
+    as ``Voice.stream`` makes them. ExportError if the model has no streaming pieces."""
+    voice = Voice.load(model, streaming=True)
+    if voice.pieces is None:
+        raise ExportError(f"{model.name} has no streaming pieces: run `python -m exporter split` on its folder")
+    pieces = voice.pieces
+    recorders = {name: _Recorder(getattr(pieces, name)) for name in contract.PIECES}
+    for name, recorder in recorders.items():
+        setattr(pieces, name, recorder)
+    next(iter(voice.stream(text, noise_scale=0.0, noise_w=0.0)))
+    record = voice.config.pieces(model.name)
+    return [(model.parent / record[name], recorders[name].feeds) for name in contract.PIECES]
+
+
+def first_audio_estimate(model: Path, core: cost.Core, *, serial: float, stall: float,
+                         log: Callable[[str], None] = print) -> dict[int, float]:
+    """Seconds from the text to the first streamed sample of FIRST_AUDIO_TEXT on ``core`` at 1 and 4 threads: each
+    piece counted at one thread, the whole model's ``serial`` share for the threads."""
+    seconds = {1: 0.0, PI_THREADS: 0.0}
+    for piece, feeds in first_audio_runs(model):
+        counted = count(piece, [feeds], cpu=core.name, piece=True, log=log)
+        est = cost.estimate(counted, core, serial=serial, sample_rate=1, stall=stall)
+        for n in seconds:
+            seconds[n] += est.seconds(n)
+    return seconds
+
+
+class EmulatedVoice:
+    """A model's audio as a Pi's core computes it (a Pi 5 runs fp16 Convs in fp16 arithmetic; x86 runs such a file in
+    fp32): ``ids_to_audio`` of each of ``sentences`` (ids) at zero noise, made under emulation up front, in
+    ``workers`` QEMU processes. Stands in for a Voice where ``exporter.quant.budget.Comparison`` measures."""
+
+    def __init__(self, model: Path, voice: Voice, sentences: list[list[int]], *, cpu: str, workers: int = 2,
+                 log: Callable[[str], None] = print):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from exporter.pi.counts import run_on
+
+        zero = voice.resolve(noise_scale=0.0, noise_w=0.0)
+        order = sorted(range(len(sentences)), key=lambda k: -len(sentences[k]))  # longest first, dealt round
+        groups = [order[w::workers] for w in range(workers) if order[w::workers]]
+        log(f"  ... {model.name}: {len(sentences)} sentences made on an emulated {cpu} ({len(groups)} processes; "
+            "minutes)")
+        with ThreadPoolExecutor(len(groups)) as pool:
+            runs = list(pool.map(lambda g: run_on(model, [zero.feeds(sentences[k]) for k in g], cpu=cpu, log=log),
+                                 groups))
+        self.audio = {tuple(sentences[k]): out.astype(np.float32) for g, r in zip(groups, runs)
+                      for k, out in zip(g, r.outputs)}
+        self.cpu, self.onnxruntime = cpu, runs[0].onnxruntime
+
+    def ids_to_audio(self, ids: list[int], syn_config=None) -> np.ndarray:
+        if syn_config is not None and (syn_config.noise_scale, syn_config.noise_w) != (0.0, 0.0):
+            raise ValueError("emulated audio is made at zero noise only")
+        return self.audio[tuple(ids)]
 
 
 def piper_reference() -> Path:
@@ -71,13 +154,15 @@ def calibrate(piper_model: Path | None = None, *, log: Callable[[str], None] = p
 
 
 class PiSpeed:
-    """fp32's estimated time over a variant's on a Pi at four threads: what ``auto --target pi4|pi5`` plans by
-    instead of the host's timings. Refuses (ExportError) unless the calibration holds."""
+    """fp32's estimated time over a variant's on a Pi at one thread (``PLAN_THREADS``): what ``auto --target
+    pi4|pi5`` plans by instead of the host's timings. Refuses (ExportError) unless the calibration holds."""
 
-    def __init__(self, voice_dir: Path, target: str, *, threads: int = PI_THREADS,
+    def __init__(self, voice_dir: Path, target: str, *, threads: int = PLAN_THREADS,
                  log: Callable[[str], None] = print):
         if target not in cost.TARGETS:
             raise ExportError(f"unknown Pi target {target!r}: choose from {', '.join(cost.TARGETS)}")
+        if threads != PLAN_THREADS:
+            raise ValueError(f"plans are made on {PLAN_THREADS}-thread estimates (exact counts)")
         self.target, self.threads, self.log = target, threads, log
         self.core = cost.CORES[cost.TARGETS[target]]
         self.calibrated = calibrate(log=log)
@@ -91,9 +176,10 @@ class PiSpeed:
         self.fp32 = self.estimate(Path(voice_dir) / contract.MODEL_FILE)
 
     def estimate(self, model: Path) -> cost.Estimate:
-        self.log(f"  ... counting {model.name} on an emulated {self.core.name} (1 and 2 threads)")
-        return model_estimate(model, self.feeds, self.core, self.rate, stall=self.calibrated.calibration.stall,
-                              log=self.log)
+        self.log(f"  ... counting {model.name} on an emulated {self.core.name} (one thread)")
+        counted = count(model, self.feeds, cpu=self.core.name, log=self.log)
+        return cost.estimate(counted, self.core, serial=0.0, sample_rate=self.rate,
+                             stall=self.calibrated.calibration.stall)
 
     def __call__(self, model: Path) -> float:
         return self.fp32.seconds(self.threads) / self.estimate(model).seconds(self.threads)

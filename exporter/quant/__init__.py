@@ -11,9 +11,11 @@ treatment, every unit not named staying fp32:
 * ``qdq+``: ``qdq`` plus the Add / LeakyRelu / Mul between them, so activations stay int8;
 * ``qdq+ft``: ``qdq+``, then the plan's int8 vocoder fine-tuned against the fp32 model as teacher
   (quantization-aware, learned activation ranges; fakequant.py, finetune.py): the ``finetuned`` preset,
-  and a last rung of the decoder stages' ladders in ``auto --finetune``.
+  and a last rung of the decoder stages' ladders in ``auto --finetune``;
+* ``fp16``: the convolutions computed in fp16 (half.py), for cores with fp16 arithmetic (a Raspberry Pi 5): the
+  ``fp16`` preset, judged on audio made on an emulated Pi 5.
 
-The upsamplers of a decoder stage computed in int8 become polyphase Convs (polyphase.py).
+The upsamplers of a decoder stage computed in int8 or fp16 become polyphase Convs (polyphase.py).
 
 What the measurements on the real voice decided (each variant records its own in the sidecar):
 
@@ -34,7 +36,7 @@ What the measurements on the real voice decided (each variant records its own in
 
 Where each step lives: ``units`` (the graph's units), ``plans`` (a plan, the presets, each unit's
 ladder), ``calibration`` (activation ranges), ``storage`` (weight-only int8/fp16), ``polyphase``
-(upsamplers as Convs), ``build`` (a plan applied to the graph), ``budget`` (the rules and the measurements
+(upsamplers as Convs), ``half`` (fp16 arithmetic), ``build`` (a plan applied to the graph), ``budget`` (the rules and the measurements
 a variant is judged by against fp32), ``judge`` (a trial: measured, listened to, reported), ``search``
 (``auto``), ``fakequant`` and ``finetune`` (the fine-tuned rung), ``variants`` (the sidecar's record, the folder's
 default, the streaming pieces).

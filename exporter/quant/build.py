@@ -11,7 +11,8 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 
 from exporter.quant import polyphase
 from exporter.quant.calibration import calibrate, quiet_quantizer
-from exporter.quant.plans import QDQ_OPS, QuantConfig
+from exporter.quant.half import compute_fp16
+from exporter.quant.plans import FP16, QDQ_OPS, QuantConfig
 from exporter.quant.storage import store_weights_fp16, store_weights_int8
 from exporter.quant.units import DURATION_UNITS, node_units
 from runtime import contract
@@ -29,7 +30,8 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
     # Upsamplers of int8 stages become polyphase Convs (see exporter/quant/polyphase.py): int8 kernels exist
     # for them in that form, and no ConvTranspose is left between a DequantizeLinear and a
     # QuantizeLinear for onnxruntime to quantize behind our back.
-    polyphase.rewrite(model, lambda node: cfg.option(units.get(node.name)) in QDQ_OPS)
+    # fp16 stages too: onnxruntime has no fp16 ConvTranspose.
+    polyphase.rewrite(model, lambda node: cfg.option(units.get(node.name)) in (*QDQ_OPS, FP16))
     units = node_units(model)
     option = {name: cfg.option(unit) for name, unit in units.items()}
     static = {o: [n.name for n in model.graph.node if option.get(n.name) == o and
@@ -64,6 +66,7 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
                              weight_type=QuantType.QUInt8, per_channel=False)
             current = out
         model = onnx.load(str(current))
+        compute_fp16(model, lambda node: option.get(node.name) == FP16)
         store_weights_fp16(model, lambda node: option.get(node.name) == "fp16w")
         store_weights_int8(model, lambda node: option.get(node.name) == "int8w")
         onnx.save(model, str(dst))

@@ -10,7 +10,8 @@ from exporter.quant.units import DURATION_UNITS
 
 STORAGE = ("fp16w", "int8w")
 TRAINED = "qdq+ft"  # qdq+, then the plan's int8 vocoder fine-tuned against fp32 (exporter/quant/finetune.py)
-COMPUTE = ("dynamic", "qdq", "qdq+", TRAINED)
+FP16 = "fp16"  # the convolutions compute in fp16 (exporter/quant/half.py): native only on cores with fp16 arithmetic
+COMPUTE = ("dynamic", "qdq", "qdq+", TRAINED, FP16)
 QDQ_OPS = {"qdq": ("Conv", "MatMul"), "qdq+": ("Conv", "MatMul", "Add", "LeakyRelu", "Mul")}
 QDQ_OPS[TRAINED] = QDQ_OPS["qdq+"]
 
@@ -79,6 +80,11 @@ def preset(name: str, target: str | None = None) -> QuantConfig:
         return QuantConfig("finetuned", (("flow", "qdq+"), ("decoder.post", "fp32"), ("decoder", TRAINED),
                                          ("text_encoder", "fp16w"), ("text_encoder_ffn", "fp16w"),
                                          ("duration_predictor", "fp16w")), target=target)
+    if name == FP16:
+        # The flow's and the decoder's convolutions in fp16 arithmetic (the upsamplers in polyphase form, as
+        # Convs), for a Pi 5; conv_post and everything that decides durations stay fp32.
+        return QuantConfig(FP16, (("flow", FP16), ("decoder.post", "fp32"), ("decoder", FP16)),
+                           calibration_sentences=0, target=target)
     if name == "auto":
         raise ExportError("the auto preset is searched, not fixed: use quantize_voice(..., 'auto')")
     raise ExportError(f"unknown preset {name!r}: choose one of {', '.join(ALL_PRESETS)}")
@@ -88,7 +94,7 @@ PRESETS = ("dynamic", "static", "auto")  # made in minutes; every one is checked
 # Trained for up to half an hour (exporter/quant/finetune.py); its file has static's ops, so what the ARM check
 # proves for static holds for it.
 FINETUNED = "finetuned"
-ALL_PRESETS = PRESETS + (FINETUNED,)
+ALL_PRESETS = PRESETS + (FINETUNED, FP16)
 DEFAULT_PRESET = "auto"  # measured per voice: the fastest plan inside the quality budget
 
 

@@ -9,11 +9,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from exporter.quant.budget import Comparison
+from exporter.quant.budget import Comparison, Speed
 from exporter.quant.build import build
 from exporter.quant.calibration import CALIBRATION_SENTENCES
 from exporter.quant.finetune import FinetuneConfig, finetune_voice
-from exporter.quant.plans import DEFAULT_PRESET, FINETUNED, preset
+from exporter.quant.plans import DEFAULT_PRESET, FINETUNED, FP16, preset
 from exporter.quant.search import search
 from exporter.quant.variants import add_pieces, check_voice_dir, record
 from runtime import cpu
@@ -38,10 +38,37 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
     with tempfile.TemporaryDirectory(prefix=".vits-edge-quant-", dir=voice_dir) as tmp:
         staged = Path(tmp) / "model.onnx"
         build(voice_dir, cfg, staged)
-        measured = Comparison(voice_dir, CALIBRATION_SENTENCES).measure(staged).to_dict()
-        measured.update(seconds=round(time.perf_counter() - start, 1), timed_on=cpu.describe())
+        if cfg.preset == FP16 and not cpu.has_fp16_arithmetic():
+            measured = _on_a_pi5(voice_dir, staged, report)
+        else:
+            measured = Comparison(voice_dir, CALIBRATION_SENTENCES).measure(staged).to_dict()
+            measured.update(timed_on=cpu.describe())
+        measured.update(seconds=round(time.perf_counter() - start, 1))
         shutil.move(str(staged), dst)
     record(voice_dir, dst.name, {"config": asdict(cfg), "measured": measured})
     logging.getLogger(__name__).info("wrote %s: %s", dst, measured)
     add_pieces(voice_dir, dst.name)
     return dst
+
+
+def _on_a_pi5(voice_dir: Path, model: Path, report) -> dict:
+    """The fp16 preset measured where its arithmetic exists: this machine runs fp16 Convs in fp32, so its audio
+    would say nothing. The sound is judged on audio made on an emulated Cortex-A76 (a Pi 5), its speed over
+    fp32 estimated there from counted instructions at one thread (CannotEmulate without QEMU)."""
+    from exporter.pi import cost, estimate
+    from exporter.pi.counts import count
+
+    comparison = Comparison(voice_dir, CALIBRATION_SENTENCES)
+    core = cost.A76
+    report(f"fp16: this CPU has no fp16 arithmetic; judging the audio of an emulated {core.board} ({core.name})")
+    heard = estimate.EmulatedVoice(model, comparison.voice, comparison.ids, cpu=core.name, log=report)
+    measured = comparison.measure(model, heard, timed=False)
+    feeds = estimate.zero_noise_feeds(comparison.voice, estimate.TEXTS[:1])
+    cycles = [float(c.execs.sum(axis=(0, 2)) @ core.block_cycles(c.blocks))
+              for c in (count(m, feeds, cpu=core.name, log=report) for m in (voice_dir / "model.onnx", model))]
+    measured.speed = Speed.estimated(cycles[0] / cycles[1])
+    out = measured.to_dict()
+    out.update(heard_on=f"{core.board} ({core.name}, emulated; onnxruntime {heard.onnxruntime})",
+               timed_on={"cpu": f"{core.board} ({core.name}, emulation estimate, one thread)", "arch": "aarch64",
+                         "int8_class": cpu.DOT})
+    return out

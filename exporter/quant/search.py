@@ -23,7 +23,7 @@ sidecar records the speed, its interval, the rounds and the CPU (and its int8 cl
 Weight storage is not timed: onnxruntime folds it back to fp32 weights at load (exporter/quant/storage.py).
 With ``target`` "pi4" or "pi5" the speeds are not timed here but estimated for that Raspberry Pi from the
 instructions its core executes, counted under emulation (exporter/pi/estimate.py: one exact ratio per plan, at
-four threads); everything else is judged as above.
+one thread, where counts repeat exactly); everything else is judged as above.
 
 Each unit's treatments form a ladder, each rung adding error to the one before (fp16 weights, int8
 weights, int8 activations on the convolutions, int8 on everything between them): a rung that breaks
@@ -72,7 +72,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
     if base.target in PI_TARGETS:
         estimator = estimate.PiSpeed(voice_dir, base.target, log=report)
         report(f"  speeds: estimated for a {estimator.core.board} ({estimator.core.name}, {estimator.threads} "
-               f"threads) from instructions counted under emulation, not timed here (fp32: RTF "
+               f"thread) from instructions counted under emulation, not timed here (fp32: RTF "
                f"{estimator.fp32.rtf(estimator.threads):.3f}, an emulation estimate)")
     elif base.target != machine_target():
         report(f"  note: speeds are measured on this {machine_target()} machine and stand in for {base.target}: "
