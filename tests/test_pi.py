@@ -325,3 +325,23 @@ def test_fp16_runs_natively_on_the_pi5_core_not_the_pi4(exported, tmp_path):
     got = a76.outputs[0]
     assert got.shape == ref.shape
     assert 10 * np.log10(np.sum(ref ** 2) / np.sum((got - ref) ** 2)) > 20
+
+
+def test_pi_report_has_every_column_and_says_when_the_check_fails():
+    from benchmarks import pi
+
+    fitted = cost.Calibration.fit(_estimate([0.1 * 1.8e9], [0.9 * 1.8e9]), "made up")
+    cal = {"calibration": fitted.as_dict(), "ours_rtf": dict(fitted.estimated), "ours_errors": fitted.errors(),
+           "serial_share": {"piper": 0.1, "ours": 0.05}, "onnxruntime": {"piper": "1.17.1", "ours": "1.32.0"},
+           "first_audio_sentence_s": 10.2}
+    row = {"model": "model.fp16.onnx", "variant": "fp16", "cpu": "cortex-a76", "board": "Raspberry Pi 5",
+           "bytes": 46_000_000, "instructions_per_audio_s": 1e9, "groups_per_audio_s": dict.fromkeys(pi.GROUPS, 1e8),
+           "estimated_rtf": {1: 0.2, 2: 0.11, 4: 0.06}, "vs_fp32": {1: 1.6, 2: 1.5, 4: 1.4}, "serial_share": 0.05,
+           "macs_per_audio_s": {"fp32": 2.6e9, "int8": 0.0}, "share_of_peak": {1: 0.5, 4: 0.4},
+           "first_audio_s": {1: 0.31, 4: 0.12}, "x86_peak_rss_mb": 180.0}
+    text = pi.report(cal, [row, {**row, "first_audio_s": None, "x86_peak_rss_mb": None}])
+    assert "| fp16 | Raspberry Pi 5 | 46.0 | 0.200 | 0.060 | 1.60x | 1.40x | 0.31 / 0.12 |" in text
+    assert "| 0.20 / 0.06 | - |" not in text and "| - | 2.60 + 0.00 | 50% / 40% | - |" in text
+    assert "10.2 s sentence" in text and "**fails**" not in text
+    failing = {**cal, "calibration": {**cal["calibration"], "holds": False}}
+    assert "**fails**" in pi.report(failing, [row]) and "RTF 4 threads" not in pi.report(failing, [row])
