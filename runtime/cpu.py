@@ -1,4 +1,4 @@
-"""The CPU a voice runs on, as far as int8 speed goes: its model, its int8-relevant features and its class.
+"""The CPU a voice runs on, as far as int8 (and fp16) speed goes: its model, its int8-relevant features and its class.
 
 int8 speed depends on one thing above all: whether the CPU has int8 dot-product instructions (x86: VNNI
 or AMX; ARM: the dot-product extension, ``asimddp``). With them an int8 multiply-add is 4x denser than
@@ -14,7 +14,8 @@ from pathlib import Path
 
 X86_FEATURES = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
                 "amx_int8": "AMX-INT8"}
-ARM_FEATURES = {"asimd": "NEON", "asimddp": "dot-product", "i8mm": "I8MM", "sve": "SVE"}
+ARM_FEATURES = {"asimd": "NEON", "asimddp": "dot-product", "asimdhp": "fp16 arithmetic", "i8mm": "I8MM",
+                "sve": "SVE"}
 DOT_PRODUCT = {"AVX512-VNNI", "AVX-VNNI", "AMX-INT8", "dot-product"}
 DOT = "int8 dot-product"
 NO_DOT = "no int8 dot-product"
@@ -50,6 +51,12 @@ def model(cpuinfo: str | None = None) -> str:
 def int8_class(names: list[str] | None = None) -> str:
     """``"int8 dot-product"`` or ``"no int8 dot-product"``: the class each speed figure is given for."""
     return DOT if DOT_PRODUCT & set(features() if names is None else names) else NO_DOT
+
+
+def has_fp16_arithmetic(names: list[str] | None = None) -> bool:
+    """Whether onnxruntime's fp16 Conv kernels run natively here: Arm64 with fp16 vector arithmetic (a Pi 5's
+    Cortex-A76; not a Pi 4's A72). On x86 onnxruntime's CPU provider runs fp16 Convs in fp32."""
+    return "fp16 arithmetic" in (features() if names is None else names)
 
 
 def describe() -> dict:

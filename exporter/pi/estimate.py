@@ -113,8 +113,8 @@ class EmulatedVoice:
         log(f"  ... {model.name}: {len(sentences)} sentences made on an emulated {cpu} ({len(groups)} processes; "
             "minutes)")
         with ThreadPoolExecutor(len(groups)) as pool:
-            runs = list(pool.map(lambda g: run_on(model, [zero.feeds(sentences[k]) for k in g], cpu=cpu, log=log),
-                                 groups))
+            runs = list(pool.map(lambda g: run_on(model, [zero.feeds(sentences[k]) for k in g], cpu=cpu, log=log,
+                                                   timeout=6 * 3600), groups))
         self.audio = {tuple(sentences[k]): out.astype(np.float32) for g, r in zip(groups, runs)
                       for k, out in zip(g, r.outputs)}
         self.cpu, self.onnxruntime = cpu, runs[0].onnxruntime

@@ -57,10 +57,14 @@ def _on_a_pi5(voice_dir: Path, model: Path, report) -> dict:
     fp32 estimated there from counted instructions at one thread (CannotEmulate without QEMU)."""
     from exporter.pi import cost, estimate
     from exporter.pi.counts import count
+    from exporter.quant.budget import JUDGE_SENTENCES
 
-    comparison = Comparison(voice_dir, CALIBRATION_SENTENCES)
+    # the budget's judged sentences (29 s of audio): fp16 arithmetic is slow under QEMU (a software helper per
+    # lane), about 90 s of a core per second of audio
+    comparison = Comparison(voice_dir, JUDGE_SENTENCES)
     core = cost.A76
-    report(f"fp16: this CPU has no fp16 arithmetic; judging the audio of an emulated {core.board} ({core.name})")
+    report(f"fp16: this CPU has no fp16 arithmetic; judging the audio of an emulated {core.board} ({core.name}): "
+           "about half an hour on 2 cores")
     heard = estimate.EmulatedVoice(model, comparison.voice, comparison.ids, cpu=core.name, log=report)
     measured = comparison.measure(model, heard, timed=False)
     feeds = estimate.zero_noise_feeds(comparison.voice, estimate.TEXTS[:1])
