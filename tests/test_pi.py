@@ -345,3 +345,29 @@ def test_pi_report_has_every_column_and_says_when_the_check_fails():
     assert "10.2 s sentence" in text and "**fails**" not in text
     failing = {**cal, "calibration": {**cal["calibration"], "holds": False}}
     assert "**fails**" in pi.report(failing, [row]) and "RTF 4 threads" not in pi.report(failing, [row])
+
+
+def test_fp16_preset_is_judged_on_the_pi5s_own_audio(exported, tmp_path):
+    """`quantize --preset fp16` on a machine without fp16 arithmetic: the budget's measures on audio made on an
+    emulated A76, its speed estimated there, both recorded as such; a smaller file, a voice that speaks."""
+    import shutil
+
+    from exporter.quant.quantize import quantize_voice
+    from runtime import contract
+    from runtime.voice import Voice
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    lines: list[str] = []
+    try:
+        dst = quantize_voice(folder, "fp16", target="pi5", report=lines.append)
+    except emulation.CannotEmulate as exc:
+        pytest.skip(f"cannot emulate aarch64 here, the fp16 preset NOT checked: {exc}")
+    record = json.loads(contract.sidecar_path(folder / "model.onnx").read_text())["variants"][dst.name]
+    measured = record["measured"]
+    assert record["config"]["preset"] == "fp16" and "cortex-a76, emulated" in measured["heard_on"]
+    assert measured["speed_method"] == "estimated" and measured["logmel_db"] is not None
+    assert measured["sentences"] == 10 and measured["size_vs_fp32"] < 1.0  # the tiny voice: its text side dominates
+    assert any("emulated Raspberry Pi 5" in line for line in lines)
+    voice = Voice.load(folder, variant="fp16")
+    assert len(voice.ids_to_audio(voice.text_to_ids("Hello there."))) > 1000
