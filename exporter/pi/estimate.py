@@ -5,6 +5,7 @@ plans by. Every figure here is an emulation estimate, not a timing."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from exporter.errors import ExportError
 from exporter.pi import cost
-from exporter.pi.counts import count
+from exporter.pi.counts import count, run_on
 from exporter.pi.emulation import Recipe
 from runtime import contract, cpu
 from runtime.voice import Voice
@@ -103,10 +104,6 @@ class EmulatedVoice:
 
     def __init__(self, model: Path, voice: Voice, sentences: list[list[int]], *, cpu: str, workers: int = 2,
                  log: Callable[[str], None] = print):
-        from concurrent.futures import ThreadPoolExecutor
-
-        from exporter.pi.counts import run_on
-
         zero = voice.resolve(noise_scale=0.0, noise_w=0.0)
         order = sorted(range(len(sentences)), key=lambda k: -len(sentences[k]))  # longest first, dealt round
         groups = [order[w::workers] for w in range(workers) if order[w::workers]]

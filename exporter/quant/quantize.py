@@ -9,7 +9,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from exporter.quant.budget import Comparison, Speed
+from exporter.pi import cost, estimate
+from exporter.pi.counts import count
+from exporter.quant.budget import JUDGE_SENTENCES, Comparison, Speed
 from exporter.quant.build import build
 from exporter.quant.calibration import CALIBRATION_SENTENCES
 from exporter.quant.finetune import FinetuneConfig, finetune_voice
@@ -55,10 +57,6 @@ def _on_a_pi5(voice_dir: Path, model: Path, report) -> dict:
     """The fp16 preset measured where its arithmetic exists: this machine runs fp16 Convs in fp32, so its audio
     would say nothing. The sound is judged on audio made on an emulated Cortex-A76 (a Pi 5), its speed over
     fp32 estimated there from counted instructions at one thread (CannotEmulate without QEMU)."""
-    from exporter.pi import cost, estimate
-    from exporter.pi.counts import count
-    from exporter.quant.budget import JUDGE_SENTENCES
-
     # the budget's judged sentences (29 s of audio): fp16 arithmetic is slow under QEMU (a software helper per
     # lane), about 90 s of a core per second of audio
     comparison = Comparison(voice_dir, JUDGE_SENTENCES)
