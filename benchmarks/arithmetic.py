@@ -2,7 +2,8 @@
 convolutions, transposed convolutions and matrix products, at the shapes each node ran with (onnxruntime's
 profile of a run with graph optimizations off, so that every node is the file's own and no weight is hidden
 by prepacking), split into those done in int8 (ConvInteger, MatMulInteger, and QDQ nodes whose input and weight
-both come through DequantizeLinear) and in fp32. It is the physical anchor of speed: a CPU does at most its peak
+both come through DequantizeLinear), in fp16 (a weight stored fp16 and read as such: the fp16 preset's
+convolutions) and in fp32. It is the physical anchor of speed: a CPU does at most its peak
 multiply-adds a cycle, so the arithmetic over that peak is the least time a model can take there."""
 
 from __future__ import annotations
@@ -39,9 +40,17 @@ def int8_nodes(model: onnx.ModelProto) -> set[str]:
             (n.op_type in ARITHMETIC and len(n.input) > 1 and n.input[0] in dequantized and n.input[1] in dequantized)}
 
 
+def fp16_nodes(model: onnx.ModelProto) -> set[str]:
+    """Nodes that multiply in fp16 where the core can: an fp16 weight read directly (not through a Cast, which is
+    weight storage computed in fp32)."""
+    half = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    return {n.name for n in model.graph.node if n.op_type in ARITHMETIC and len(n.input) > 1 and n.input[1] in half}
+
+
 def macs(model: Path, feeds: list[dict], sample_rate: int) -> dict[str, float]:
-    """fp32 and int8 multiply-adds per second of audio over ``feeds`` (one run each)."""
-    in_int8 = int8_nodes(onnx.load(str(model), load_external_data=False))
+    """fp32, fp16 and int8 multiply-adds per second of audio over ``feeds`` (one run each)."""
+    graph = onnx.load(str(model), load_external_data=False)
+    in_int8, in_fp16 = int8_nodes(graph), fp16_nodes(graph)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -52,13 +61,14 @@ def macs(model: Path, feeds: list[dict], sample_rate: int) -> dict[str, float]:
         names = {i.name for i in session.get_inputs()}
         samples = sum(session.run(None, {k: v for k, v in f.items() if k in names})[0].shape[-1] for f in feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
-    total = {"fp32": 0, "int8": 0}
+    total = {"fp32": 0, "fp16": 0, "int8": 0}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         args = event["args"]
         work = node_macs(args.get("op_name", ""), [next(iter(i.values())) for i in args.get("input_type_shape", [])],
                          [next(iter(o.values())) for o in args.get("output_type_shape", [])])
-        total["int8" if event["name"].removesuffix("_kernel_time") in in_int8 else "fp32"] += work
+        name = event["name"].removesuffix("_kernel_time")
+        total["int8" if name in in_int8 else "fp16" if name in in_fp16 else "fp32"] += work
     seconds = samples / sample_rate
     return {kind: count / seconds for kind, count in total.items()}

@@ -130,8 +130,9 @@ def report(cal: dict, models: list[dict]) -> str:
         lines += ["## Every model on each Pi (emulation estimates)", "",
                   "Real-time factor (seconds of computing per second of audio: under 1 is faster than real time) "
                   "at 1 and 4 threads, and speed relative to fp32 on the same Pi, on the sentences above. "
-                  "Arithmetic: the graph's multiply-adds per second of audio (fp32 + int8); \"of peak\": the time "
-                  "they would take at the core's peak (fp32: 4 a cycle on the A72, 8 on the A76; int8: 8 and 32) "
+                  "Arithmetic: the graph's multiply-adds per second of audio (fp32 + fp16 + int8); \"of peak\": the "
+                  "time they would take at the core's peak (fp32: 4 a cycle on the A72, 8 on the A76; fp16: 4 and "
+                  "16; int8: 8 and 32) "
                   "over the estimated time, at 1 and 4 threads: how far from the physical limit. First audio: "
                   f"seconds from the text of a {cal['first_audio_sentence_s']:.1f} s sentence to its first sample, streamed "
                   "(the frontend on the whole sentence, the flow's first block and the vocoder's first chunk, each "
@@ -139,7 +140,7 @@ def report(cal: dict, models: list[dict]) -> str:
                   "Peak memory: measured on the build machine by `benchmarks.run` for the same file (x86, not an "
                   "estimate: QEMU's own memory would pollute a figure taken under emulation).", "",
                   "| model | Pi | MB | RTF 1 thread | RTF 4 threads | vs fp32, 1 thread | vs fp32, 4 threads | "
-                  "first audio, 1 / 4 threads (s) | GMAC per s of audio (fp32 + int8) | of peak, 1 / 4 threads | "
+                  "first audio, 1 / 4 threads (s) | GMAC per s of audio (fp32 + fp16 + int8) | of peak, 1 / 4 threads | "
                   "peak memory, x86 (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in models:
             rtf, vs, m, peak = r["estimated_rtf"], r["vs_fp32"], r["macs_per_audio_s"], r["share_of_peak"]
@@ -147,7 +148,7 @@ def report(cal: dict, models: list[dict]) -> str:
             first = r.get("first_audio_s")
             first = "-" if first is None else f"{first[1]:.2f} / {first[estimate.PI_THREADS]:.2f}"
             lines.append(f"| {r['variant']} | {r['board']} | {r['bytes'] / 1e6:.1f} | {rtf[1]:.3f} | {rtf[4]:.3f} | "
-                         f"{vs[1]:.2f}x | {vs[4]:.2f}x | {first} | {m['fp32'] / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
+                         f"{vs[1]:.2f}x | {vs[4]:.2f}x | {first} | {m['fp32'] / 1e9:.2f} + {m.get('fp16', 0) / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
                          f"{peak[1]:.0%} / {peak[4]:.0%} | {memory} |")
         lines.append("")
     else:

@@ -237,6 +237,18 @@ def test_arithmetic_counts_multiply_adds_and_which_are_int8():
     ], "g", [helper.make_tensor_value_info("xq", TensorProto.UINT8, None)],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y2", "y3")])
     assert arithmetic.int8_nodes(helper.make_model(graph)) == {"qdq_conv", "dynamic"}
+    import numpy as np
+    from onnx import numpy_helper
+
+    half = helper.make_graph([
+        helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),
+        helper.make_node("Conv", ["x16", "w16"], ["y16"], name="fp16_island"),  # an fp16 weight read as such
+        helper.make_node("Cast", ["w16b"], ["w32"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x", "w32"], ["y"], name="fp16_storage"),  # weight storage: fp32 arithmetic
+    ], "h", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros((2, 2, 3), np.float16), n) for n in ("w16", "w16b")])
+    assert arithmetic.fp16_nodes(helper.make_model(half)) == {"fp16_island"}
 
 
 def test_first_audio_is_the_frontend_the_first_flow_block_and_the_first_chunk(exported):
@@ -337,11 +349,11 @@ def test_pi_report_has_every_column_and_says_when_the_check_fails():
     row = {"model": "model.fp16.onnx", "variant": "fp16", "cpu": "cortex-a76", "board": "Raspberry Pi 5",
            "bytes": 46_000_000, "instructions_per_audio_s": 1e9, "groups_per_audio_s": dict.fromkeys(pi.GROUPS, 1e8),
            "estimated_rtf": {1: 0.2, 2: 0.11, 4: 0.06}, "vs_fp32": {1: 1.6, 2: 1.5, 4: 1.4}, "serial_share": 0.05,
-           "macs_per_audio_s": {"fp32": 2.6e9, "int8": 0.0}, "share_of_peak": {1: 0.5, 4: 0.4},
+           "macs_per_audio_s": {"fp32": 0.3e9, "fp16": 2.3e9, "int8": 0.0}, "share_of_peak": {1: 0.5, 4: 0.4},
            "first_audio_s": {1: 0.31, 4: 0.12}, "x86_peak_rss_mb": 180.0}
     text = pi.report(cal, [row, {**row, "first_audio_s": None, "x86_peak_rss_mb": None}])
     assert "| fp16 | Raspberry Pi 5 | 46.0 | 0.200 | 0.060 | 1.60x | 1.40x | 0.31 / 0.12 |" in text
-    assert "| 0.20 / 0.06 | - |" not in text and "| - | 2.60 + 0.00 | 50% / 40% | - |" in text
+    assert "| 0.20 / 0.06 | - |" not in text and "| - | 0.30 + 2.30 + 0.00 | 50% / 40% | - |" in text
     assert "10.2 s sentence" in text and "**fails**" not in text
     failing = {**cal, "calibration": {**cal["calibration"], "holds": False}}
     assert "**fails**" in pi.report(failing, [row]) and "RTF 4 threads" not in pi.report(failing, [row])

@@ -39,8 +39,9 @@ class Core:
     capacity: dict[str, int]
     usage: dict[str, dict[str, float]]
     source: str
-    # the most multiply-adds one core does a cycle: fp32 (FMLA on 4 lanes) and int8 (A72: UMULL, 8 products; A76:
-    # UDOT, 16, two a cycle): the physical limit a variant's arithmetic is set against
+    # the most multiply-adds one core does a cycle: fp32 (FMLA on 4 lanes), fp16 (8 lanes where the core has fp16
+    # arithmetic; the A72 runs fp16 Convs as fp32) and int8 (A72: UMULL, 8 products; A76: UDOT, 16, two a cycle):
+    # the physical limit a variant's arithmetic is set against
     peak_macs: dict[str, float] = field(default_factory=dict)
 
     def least_seconds(self, macs: dict[str, float], threads: int = 1) -> float:
@@ -78,7 +79,7 @@ A72 = Core(
     },
     source="Cortex-A72 Software Optimization Guide (UAN 0016A) pipelines; LLVM AArch64SchedA57.td; "
            "ocxtal/insn_bench_aarch64 (NXP LX2160A, A72)",
-    peak_macs={"fp32": 4, "int8": 8},
+    peak_macs={"fp32": 4, "fp16": 4, "int8": 8},
 )
 
 # Cortex-A76 (Pi 5): pipes B, S0/S1 (+M for simple ALU), M, two load/store AGUs, two store-data, V0/V1 128 bits
@@ -97,7 +98,7 @@ A76 = Core(
     },
     source="Cortex-A76 Software Optimization Guide pipelines; LLVM AArch64SchedNeoverseN1.td; "
            "ocxtal/insn_bench_aarch64 (AWS Graviton2, Neoverse N1)",
-    peak_macs={"fp32": 8, "int8": 32},
+    peak_macs={"fp32": 8, "fp16": 16, "int8": 32},
 )
 
 CORES = {"cortex-a72": A72, "cortex-a76": A76}
