@@ -41,6 +41,9 @@ def _heard(scores: dict | None) -> tuple[str, str, str]:
 def _speed(measured: dict) -> str:
     if measured.get("speed_vs_fp32") is None:
         return "-"
+    if measured.get("speed_method") == "estimated":  # a Pi's emulation estimate (exporter/pi), not a timing
+        board = (measured.get("timed_on") or {}).get("cpu", "another CPU").split(" (")[0]
+        return f"{measured['speed_vs_fp32']:.2f}x, estimated for a {board}"
     low, high = measured.get("speed_interval") or (None, None)
     spread = f" ({low:.2f}-{high:.2f}x, {measured['speed_rounds']} rounds)" if low is not None else ""
     return f"{measured['speed_vs_fp32']:.2f}x{spread}"
@@ -56,7 +59,7 @@ def columns(voice_dir: Path) -> tuple[list[str], list[list[str]], str]:
     fp32_heard = next((r["measured"].get("fp32_heard") for r in records.values()
                        if r.get("measured", {}).get("fp32_heard")), None)
     fp32_mb = (voice_dir / contract.MODEL_FILE).stat().st_size / 1e6
-    rows = {name: [] for name in ("file", "int8 arithmetic in", "speed on the CPU that made it", "phonemes moved",
+    rows = {name: [] for name in ("file", "int8 / fp16 arithmetic in", "speed over fp32", "phonemes moved",
                                   "log-mel / MCD", "WER", "DNSMOS OVRL / P.808", "DistillMOS", "verdict")}
     for name in models:
         r = records.get(name, {})
