@@ -307,38 +307,6 @@ def test_fp16_preset_computes_the_convolutions_in_fp16_islands(exported, tmp_pat
     assert snr > 30, snr
 
 
-def test_fp16_runs_natively_on_the_pi5_core_not_the_pi4(exported, tmp_path):
-    """Under emulation: on the A76 onnxruntime keeps the fp16 islands (the Casts around each Conv) and the core
-    executes fp16 vector arithmetic; on the A72 (no fp16 kernels) it folds each island back to an fp32 Conv, no
-    Cast left; the A76's audio is close to x86's fp32."""
-    import onnx
-    from exporter.quant.build import build
-    from exporter.quant.plans import preset
-    from runtime.voice import Voice
-
-    voice_dir = exported("char")
-    dst = tmp_path / "model.fp16.onnx"
-    build(voice_dir, preset("fp16", "pi5"), dst)
-    voice = Voice.load(voice_dir, variant="fp32", streaming=False)
-    feeds = [voice.resolve(noise_scale=0.0, noise_w=0.0).feeds(voice.text_to_ids("Hello there."))]
-    try:
-        a76 = counts.run_on(dst, feeds, cpu="cortex-a76")
-    except emulation.CannotEmulate as exc:
-        pytest.skip(f"cannot emulate aarch64 here, fp16 on the Pi 5 NOT checked: {exc}")
-    a72 = counts.run_on(dst, feeds, cpu="cortex-a72")
-
-    def islands(optimized):
-        return sum(n.op_type == "Cast" and n.name.endswith("/to_fp16") for n in onnx.load_from_string(optimized).graph.node)
-
-    built = sum(n.name.endswith("/to_fp16") for n in onnx.load(str(dst)).graph.node)
-    assert islands(a76.optimized) == built > 0 and islands(a72.optimized) == 0
-    assert counts.count(dst, feeds, cpu="cortex-a76").by_class()["fp16_q"] > 0
-    ref = voice.session.run(None, feeds[0])[0].reshape(-1)
-    got = a76.outputs[0]
-    assert got.shape == ref.shape
-    assert 10 * np.log10(np.sum(ref ** 2) / np.sum((got - ref) ** 2)) > 20
-
-
 def test_pi_report_has_every_column_and_says_when_the_check_fails():
     from benchmarks import pi
 
@@ -361,7 +329,8 @@ def test_pi_report_has_every_column_and_says_when_the_check_fails():
 
 def test_fp16_preset_is_judged_on_the_pi5s_own_audio(exported, tmp_path):
     """`quantize --preset fp16` on a machine without fp16 arithmetic: the budget's measures on audio made on an
-    emulated A76, its speed estimated there, both recorded as such; a smaller file, a voice that speaks."""
+    emulated A76, its speed estimated there, both recorded as such; a voice that speaks; fp16 arithmetic executed
+    on the A76, folded back to fp32 on the A72."""
     import shutil
 
     from exporter.quant.quantize import quantize_voice
@@ -383,3 +352,12 @@ def test_fp16_preset_is_judged_on_the_pi5s_own_audio(exported, tmp_path):
     assert any("emulated Raspberry Pi 5" in line for line in lines)
     voice = Voice.load(folder, variant="fp16")
     assert len(voice.ids_to_audio(voice.text_to_ids("Hello there."))) > 1000
+    # native on the Pi 5's core (its count, cached by the estimate above, has fp16 vector arithmetic); on the Pi 4's,
+    # onnxruntime folds every island back into an fp32 Conv: no island Cast is left in the graph it runs
+    import onnx
+
+    feeds = estimate.zero_noise_feeds(Voice.load(folder, variant="fp32", streaming=False), estimate.TEXTS[:1])
+    assert counts.count(dst, feeds, cpu="cortex-a76").by_class()["fp16_q"] > 0
+    a72 = counts.run_on(dst, feeds, cpu="cortex-a72")
+    assert any(n.name.endswith("/to_fp16") for n in onnx.load(str(dst)).graph.node)
+    assert not any(n.name.endswith("/to_fp16") for n in onnx.load_from_string(a72.optimized).graph.node)
