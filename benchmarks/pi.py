@@ -24,7 +24,7 @@ from exporter.pi import cost, estimate
 from exporter.pi.counts import Counts
 from exporter.pi.emulation import CannotEmulate, Recipe
 from runtime import contract
-from runtime.voice import Voice
+from runtime.voice import SynthesisConfig, Voice
 
 EXIT_SKIPPED = 77
 GROUPS = {  # report columns: instruction classes summed
@@ -53,9 +53,7 @@ def calibrate(piper_model: Path, ours: Path, voice: Voice, log) -> dict:
     ours_est = estimate.model_estimate(ours, estimate.zero_noise_feeds(voice), cost.A72, voice.sample_rate,
                                        stall=c.stall, log=log)
     ours_rtf = {n: ours_est.rtf(n) for n in cost.SHERPA_PI4}
-    sentence = voice.resolve(noise_scale=0.0, noise_w=0.0).feeds(voice.text_to_ids(estimate.FIRST_AUDIO_TEXT))
-    first_audio_sentence_s = voice.session.run(None, sentence)[0].shape[-1] / voice.sample_rate
-    return {"calibration": c.as_dict(), "ours_rtf": ours_rtf, "first_audio_sentence_s": first_audio_sentence_s,
+    return {"calibration": c.as_dict(), "ours_rtf": ours_rtf,
             "ours_errors": {n: ours_rtf[n] / cost.SHERPA_PI4[n] - 1 for n in cost.SHERPA_PI4},
             "serial_share": {"piper": 1 - fitted.reference.parallel_share, "ours": 1 - ours_est.parallel_share},
             "onnxruntime": {"piper": cost.SHERPA_ONNXRUNTIME.onnxruntime, "ours": Recipe.for_host().onnxruntime}}
@@ -75,7 +73,7 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]
             est = estimate.model_estimate(model, feeds, core, voice.sample_rate, stall=stall, log=log)
             counted = est.counts
             first = None
-            if voice_has_pieces(model):
+            if voice.config.pieces(model.name) is not None:  # one sidecar for the folder's models
                 log(f"pi: counting the pieces that make {model.name}'s first streamed audio on {cpu}")
                 first = estimate.first_audio_estimate(model, core, serial=1 - est.parallel_share, stall=stall,
                                                       log=log)
@@ -93,10 +91,6 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]
     return rows
 
 
-def voice_has_pieces(model: Path) -> bool:
-    return Voice.load(model, streaming=False).config.pieces(model.name) is not None
-
-
 def x86_memory(results_json: Path) -> dict[str, float]:
     """Peak memory (MB) of each model file as our runtime ran it (the ``ort-*`` rows; peers such as sherpa-onnx
     run the same file with their own runtime) in a ``benchmarks.run`` results.json, by resolved path."""
@@ -105,7 +99,13 @@ def x86_memory(results_json: Path) -> dict[str, float]:
             if str(c.get("key", "")).startswith("ort-") and c.get("peak_rss_mb") for f in c.get("model_files", {})}
 
 
-def report(cal: dict, models: list[dict]) -> str:
+def first_audio_sentence_s(voice: Voice) -> float:
+    """How long FIRST_AUDIO_TEXT lasts (fp32, zero noise)."""
+    return len(voice.ids_to_audio(voice.text_to_ids(estimate.FIRST_AUDIO_TEXT),
+                                  SynthesisConfig(noise_scale=0.0, noise_w=0.0))) / voice.sample_rate
+
+
+def report(cal: dict, models: list[dict], first_audio_s: float) -> str:
     c = cal["calibration"]
     lines = ["## Calibration and its check (emulation estimates)", "",
              "The core model (exporter/pi/cost.py) turns counted instructions into cycles at each pipeline's published "
@@ -134,13 +134,14 @@ def report(cal: dict, models: list[dict]) -> str:
                   "time they would take at the core's peak (fp32: 4 a cycle on the A72, 8 on the A76; fp16: 4 and "
                   "16; int8: 8 and 32) "
                   "over the estimated time, at 1 and 4 threads: how far from the physical limit. First audio: "
-                  f"seconds from the text of a {cal['first_audio_sentence_s']:.1f} s sentence to its first sample, streamed "
+                  f"seconds from the text of a {first_audio_s:.1f} s sentence to its first sample, streamed "
                   "(the frontend on the whole sentence, the flow's first block and the vocoder's first chunk, each "
                   "counted; the model's serial share for 4 threads).", "",
                   "Peak memory: measured on the build machine by `benchmarks.run` for the same file (x86, not an "
                   "estimate: QEMU's own memory would pollute a figure taken under emulation).", "",
                   "| model | Pi | MB | RTF 1 thread | RTF 4 threads | vs fp32, 1 thread | vs fp32, 4 threads | "
-                  "first audio, 1 / 4 threads (s) | GMAC per s of audio (fp32 + fp16 + int8) | of peak, 1 / 4 threads | "
+                  "first audio, 1 / 4 threads (s) | GMAC per s of audio (fp32 + fp16 + int8) | "
+                  "of peak, 1 / 4 threads | "
                   "peak memory, x86 (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in models:
             rtf, vs, m, peak = r["estimated_rtf"], r["vs_fp32"], r["macs_per_audio_s"], r["share_of_peak"]
@@ -148,7 +149,8 @@ def report(cal: dict, models: list[dict]) -> str:
             first = r.get("first_audio_s")
             first = "-" if first is None else f"{first[1]:.2f} / {first[estimate.PI_THREADS]:.2f}"
             lines.append(f"| {r['variant']} | {r['board']} | {r['bytes'] / 1e6:.1f} | {rtf[1]:.3f} | {rtf[4]:.3f} | "
-                         f"{vs[1]:.2f}x | {vs[4]:.2f}x | {first} | {m['fp32'] / 1e9:.2f} + {m.get('fp16', 0) / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
+                         f"{vs[1]:.2f}x | {vs[4]:.2f}x | {first} | {m['fp32'] / 1e9:.2f} + "
+                         f"{m.get('fp16', 0) / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
                          f"{peak[1]:.0%} / {peak[4]:.0%} | {memory} |")
         lines.append("")
     else:
@@ -190,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot emulate aarch64 here: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
     data = {"schema": 1, "machine": sysinfo.machine(), "texts": estimate.TEXTS,
-            "first_audio_text": estimate.FIRST_AUDIO_TEXT, "calibration": cal, "models": models,
+            "first_audio_text": estimate.FIRST_AUDIO_TEXT, "first_audio_sentence_s": first_audio_sentence_s(voice),
+            "calibration": cal, "models": models,
             "cores": {name: {"clock_ghz": c.clock_ghz, "width": c.width, "source": c.source}
                       for name, c in cost.CORES.items()}}
-    results.write(args.out, json.loads(json.dumps(data, default=str)), report(cal, models),
-                  docs="pi" if args.docs else None)
+    results.write(args.out, json.loads(json.dumps(data, default=str)),
+                  report(cal, models, data["first_audio_sentence_s"]), docs="pi" if args.docs else None)
     return 0
 
 

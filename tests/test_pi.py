@@ -312,19 +312,18 @@ def test_pi_report_has_every_column_and_says_when_the_check_fails():
 
     fitted = cost.Calibration.fit(_estimate([0.1 * 1.8e9], [0.9 * 1.8e9]), "made up")
     cal = {"calibration": fitted.as_dict(), "ours_rtf": dict(fitted.estimated), "ours_errors": fitted.errors(),
-           "serial_share": {"piper": 0.1, "ours": 0.05}, "onnxruntime": {"piper": "1.17.1", "ours": "1.32.0"},
-           "first_audio_sentence_s": 10.2}
+           "serial_share": {"piper": 0.1, "ours": 0.05}, "onnxruntime": {"piper": "1.17.1", "ours": "1.32.0"}}
     row = {"model": "model.fp16.onnx", "variant": "fp16", "cpu": "cortex-a76", "board": "Raspberry Pi 5",
            "bytes": 46_000_000, "instructions_per_audio_s": 1e9, "groups_per_audio_s": dict.fromkeys(pi.GROUPS, 1e8),
            "estimated_rtf": {1: 0.2, 2: 0.11, 4: 0.06}, "vs_fp32": {1: 1.6, 2: 1.5, 4: 1.4}, "serial_share": 0.05,
            "macs_per_audio_s": {"fp32": 0.3e9, "fp16": 2.3e9, "int8": 0.0}, "share_of_peak": {1: 0.5, 4: 0.4},
            "first_audio_s": {1: 0.31, 4: 0.12}, "x86_peak_rss_mb": 180.0}
-    text = pi.report(cal, [row, {**row, "first_audio_s": None, "x86_peak_rss_mb": None}])
+    text = pi.report(cal, [row, {**row, "first_audio_s": None, "x86_peak_rss_mb": None}], 10.2)
     assert "| fp16 | Raspberry Pi 5 | 46.0 | 0.200 | 0.060 | 1.60x | 1.40x | 0.31 / 0.12 |" in text
     assert "| 0.20 / 0.06 | - |" not in text and "| - | 0.30 + 2.30 + 0.00 | 50% / 40% | - |" in text
     assert "10.2 s sentence" in text and "**fails**" not in text
     failing = {**cal, "calibration": {**cal["calibration"], "holds": False}}
-    assert "**fails**" in pi.report(failing, [row]) and "RTF 4 threads" not in pi.report(failing, [row])
+    assert "**fails**" in pi.report(failing, [row], 10.2) and "RTF 4 threads" not in pi.report(failing, [row], 10.2)
 
 
 def test_fp16_preset_is_judged_on_the_pi5s_own_audio(exported, tmp_path):

@@ -39,10 +39,13 @@ INSTALL_QEMU = "apt-get install qemu-user gcc"  # Debian's dynamic qemu-aarch64 
 # QEMU_CPU names of the Pis whose cores exporter.pi.cost models
 COUNTED_CPUS = ("cortex-a72", "cortex-a76")
 
-# Runs in the emulated Python: onnxruntime and numpy only. One warm-up run of the longest sentence (what runs
-# before marker 0 also holds the imports and the session's creation), then each sentence once, a marker after
-# each. The warm-up makes every allocation the sentences need: a sentence that grew the arena counted a few
-# thousand instructions more or less from run to run (the allocator's paths follow the addresses mmap gives).
+# Runs in the emulated Python: onnxruntime and numpy only. One warm-up run of the largest feeds (the longest
+# sentence; what runs before marker 0 also holds the imports and the session's creation), then each feed once, a
+# marker after each. The warm-up makes every allocation the sentences need: a sentence that grew the arena counted
+# a few thousand instructions more or less from run to run (the allocator's paths follow the addresses mmap gives).
+# With "keep" (run_on, no counting) it also leaves what the core computed in that folder: outputs.npz (the audio
+# of each run, flat, trimmed to output_lengths where the graph gives it), optimized.onnx (the graph onnxruntime
+# ran: a Conv left between its Casts ran fp16 kernels) and profile.json (each node's kernel).
 _GUEST = r"""
 import json, os, sys
 import numpy as np, onnxruntime as ort
@@ -54,6 +57,7 @@ def mark(n):
         pass
 
 spec = json.load(open(sys.argv[1]))
+keep = spec["keep"]
 # the graph draws its noise (times a zero scale here) from onnxruntime's generator: a fixed seed makes the libm
 # calls on it, and so the count, repeat exactly
 ort.set_seed(0)
@@ -63,44 +67,31 @@ opts.inter_op_num_threads = 1
 opts.enable_mem_pattern = False  # as runtime.voice does: every sentence has new shapes
 # waiting threads sleep instead of spinning: a spinning thread executes a loop no Pi would count as work
 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+if keep:
+    opts.optimized_model_filepath = os.path.join(keep, "optimized.onnx")
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(keep, "profile")
 sess = ort.InferenceSession(spec["model"], opts, providers=["CPUExecutionProvider"])
-names = {i.name for i in sess.get_inputs()}
-feeds = [{k: v for k, v in np.load(p).items() if k in names} for p in spec["feeds"]]
-sess.run(None, max(feeds, key=lambda f: int(f["input_lengths"][0])))
+inputs = {i.name for i in sess.get_inputs()}
+outputs = [o.name for o in sess.get_outputs()]
+feeds = [{k: v for k, v in np.load(p).items() if k in inputs} for p in spec["feeds"]]
+sess.run(None, max(feeds, key=lambda f: sum(v.size for v in f.values())))
 mark(0)
-samples = []
+samples, kept = [], {}
 for i, f in enumerate(feeds):
-    out = sess.run(None, f)[0]
+    out = sess.run(None, f)
     mark(i + 1)
-    samples.append(int(out.shape[-1]))
+    samples.append(int(out[0].shape[-1]))
+    if keep:
+        audio = out[0].reshape(-1)
+        if "output_lengths" in outputs:
+            audio = audio[: int(out[outputs.index("output_lengths")].reshape(-1)[0])]
+        kept[f"out{i}"] = audio
+if keep:
+    np.savez(os.path.join(keep, "outputs.npz"), **kept)
+    os.replace(sess.end_profiling(), os.path.join(keep, "profile.json"))
 json.dump({"samples": samples, "onnxruntime": ort.__version__}, open(spec["result"], "w"))
 """.replace("MAGIC", str(MARKER_MAGIC))
-
-# The guest for any graph (a streaming piece has no input_lengths: its largest feeds warm it up) and for runs that
-# keep what the core computed: "outputs", the audio of each run (flat, trimmed to output_lengths where the graph
-# gives it); "optimized", the graph onnxruntime ran (a Conv left between its Casts ran fp16 kernels); "profile",
-# onnxruntime's profile (each node's kernel; emulated time follows what it executes, not how long a Pi takes).
-# Derived from _GUEST, which stays as it is: its text is in the key of every whole-model count already cached.
-_ANY_GUEST = _GUEST
-for _old, _new in (
-        ('sess.run(None, max(feeds, key=lambda f: int(f["input_lengths"][0])))',
-         'sess.run(None, max(feeds, key=lambda f: sum(v.size for v in f.values())))'),
-        ('sess = ort.InferenceSession(', 'if spec.get("optimized"):\n    opts.optimized_model_filepath = spec["optimized"]\n'
-         'if spec.get("profile"):\n    opts.enable_profiling = True\n    opts.profile_file_prefix = spec["profile"]\n'
-         'sess = ort.InferenceSession('),
-        ('samples = []\nfor i, f in enumerate(feeds):\n    out = sess.run(None, f)[0]\n    mark(i + 1)\n'
-         '    samples.append(int(out.shape[-1]))\n',
-         'samples, outputs = [], {}\nnames = [o.name for o in sess.get_outputs()]\n'
-         'for i, f in enumerate(feeds):\n    out = sess.run(None, f)\n    mark(i + 1)\n'
-         '    samples.append(int(out[0].shape[-1]))\n    audio = out[0].reshape(-1)\n'
-         '    if "output_lengths" in names:\n'
-         '        audio = audio[: int(out[names.index("output_lengths")].reshape(-1)[0])]\n'
-         '    outputs[f"out{i}"] = audio\n'
-         'if spec.get("outputs"):\n    np.savez(spec["outputs"], **outputs)\n'
-         'if spec.get("profile"):\n    os.replace(sess.end_profiling(), spec["profile"] + ".json")\n')):
-    if _old not in _ANY_GUEST:
-        raise AssertionError(f"counts.py: _GUEST no longer has {_old!r}")
-    _ANY_GUEST = _ANY_GUEST.replace(_old, _new)
 
 
 @dataclass
@@ -217,21 +208,19 @@ def _feeds_hash(feeds: list[dict[str, np.ndarray]]) -> str:
 
 def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads: int = 1,
           recipe: Recipe | None = None, disas: Path | None = None, cache: bool = True, run: int = 0,
-          piece: bool = False, log: Callable[[str], None] = print, timeout: float = 3600) -> Counts:
+          log: Callable[[str], None] = print, timeout: float = 3600) -> Counts:
     """Run ``model`` on each feed dict (the graph's inputs of one sentence) on the emulated ``cpu``: what each
     sentence executed. Cached by the model's hash, the feeds, the core, the threads, the root filesystem's
     recipe and the plugin (``cache=False``: count again). ``recipe``: another onnxruntime than the host's (its
     root filesystem is built once); ``disas``: also write each distinct instruction executed, with its class
     and QEMU's disassembly (how the decoder is checked); ``run``: the n-th count of the same thing (several
-    threads split the work differently on every run: repeats are cached apart); ``piece``: a graph without the
-    whole model's inputs (a streaming piece)."""
+    threads split the work differently on every run: repeats are cached apart)."""
     if cpu not in COUNTED_CPUS:
         raise ValueError(f"unknown core {cpu!r}: choose from {', '.join(COUNTED_CPUS)}")
     recipe = recipe or Recipe.for_host()
     model_hash = files.sha256(model)
-    guest = _ANY_GUEST if piece else _GUEST
-    key = hashlib.sha256(json.dumps([model_hash, _feeds_hash(feeds), cpu, threads, recipe.key(), run,
-                                     hashlib.sha256(PLUGIN_SOURCE.read_bytes() + (guest + _LAUNCH).encode()).hexdigest()])
+    how = hashlib.sha256(PLUGIN_SOURCE.read_bytes() + (_GUEST + _LAUNCH).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([model_hash, _feeds_hash(feeds), cpu, threads, recipe.key(), run, how])
                          .encode()).hexdigest()[:20]
     cached = cache_dir() / "counts" / f"{model.stem}-{cpu}-{threads}t{run or ''}-{key}.npz"
     if cache and cached.is_file() and disas is None:
@@ -239,8 +228,9 @@ def count(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vits-edge-count-") as tmp:
         out = Path(tmp) / "counts.txt"
-        options = f",out={out}" + (",threads=split" if threads > 1 else "") + (f",disas={disas.resolve()}" if disas else "")
-        result = _emulate(model, feeds, cpu=cpu, threads=threads, recipe=recipe, work=Path(tmp), guest=guest,
+        options = (f",out={out}" + (",threads=split" if threads > 1 else "")
+                   + (f",disas={disas.resolve()}" if disas else ""))
+        result = _emulate(model, feeds, cpu=cpu, threads=threads, recipe=recipe, work=Path(tmp),
                           plugin_options=options, log=log, timeout=timeout)
         blocks, execs, vaddrs = parse(out.read_text(), len(feeds))
     meta = {"model": model.name, "sha256": model_hash, "cpu": cpu, "threads": threads,
@@ -272,8 +262,7 @@ def run_on(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads
     with tempfile.TemporaryDirectory(prefix="vits-edge-run-") as tmp:
         work = Path(tmp)
         result = _emulate(model, feeds, cpu=cpu, threads=threads, recipe=recipe or Recipe.for_host(), work=work,
-                          guest=_ANY_GUEST, outputs=work / "outputs.npz", optimized=work / "optimized.onnx", profile=work / "profile",
-                          log=log, timeout=timeout)
+                          keep=True, log=log, timeout=timeout)
         with np.load(work / "outputs.npz") as z:
             outputs = [z[f"out{i}"] for i in range(len(feeds))]
         return Emulated(outputs, (work / "optimized.onnx").read_bytes(),
@@ -281,10 +270,11 @@ def run_on(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads
 
 
 def _emulate(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threads: int, recipe: Recipe,
-             work: Path, guest: str, plugin_options: str | None = None, outputs: Path | None = None,
-             optimized: Path | None = None, profile: Path | None = None, log: Callable[[str], None], timeout: float) -> dict:
+             work: Path, plugin_options: str | None = None, keep: bool = False, log: Callable[[str], None],
+             timeout: float) -> dict:
     """The guest run on ``feeds`` under Debian's dynamic qemu-aarch64 as ``cpu`` (with the counting plugin when
-    ``plugin_options`` is given): the guest's result (samples, onnxruntime version)."""
+    ``plugin_options`` is given; ``keep``: what the core computed is left in ``work``): the guest's result
+    (samples, onnxruntime version)."""
     built = (cache_dir() / f"rootfs-{recipe.key()}" / "recipe.json").is_file()
     prepare_host(counting=True, need_mmdebstrap=not built, log=log)
     root = ensure_rootfs(recipe, log=log)
@@ -294,10 +284,9 @@ def _emulate(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threa
         paths.append(str(work / f"feeds{i}.npz"))
         np.savez(paths[-1], **f)
     spec = {"model": str(Path(model).resolve()), "feeds": paths, "threads": threads,
-            "result": str(work / "result.json"), "outputs": str(outputs) if outputs else None,
-            "optimized": str(optimized) if optimized else None, "profile": str(profile) if profile else None}
+            "result": str(work / "result.json"), "keep": str(work) if keep else None}
     (work / "spec.json").write_text(json.dumps(spec))
-    (work / "guest.py").write_text(guest)
+    (work / "guest.py").write_text(_GUEST)
     proc_dir = work / "proc"
     proc_dir.mkdir()
     (proc_dir / "cpuinfo").write_text(CPUS[cpu].cpuinfo(os.cpu_count() or 1))

@@ -53,6 +53,13 @@ def model_estimate(model: Path, feeds: list[dict], core: cost.Core, sample_rate:
     return cost.estimate(one, core, pool=pools, sample_rate=sample_rate, stall=stall)
 
 
+def one_thread(model: Path, feeds: list[dict], core: cost.Core, sample_rate: int, *, stall: float = 1.0,
+               log: Callable[[str], None] = print) -> cost.Estimate:
+    """``model`` counted on ``core`` at one thread, where a count repeats exactly (no serial share: one thread)."""
+    return cost.estimate(count(model, feeds, cpu=core.name, log=log), core, serial=0.0, sample_rate=sample_rate,
+                         stall=stall)
+
+
 class _Recorder:
     """An onnxruntime session that keeps the feeds of its first run."""
 
@@ -90,7 +97,7 @@ def first_audio_estimate(model: Path, core: cost.Core, *, serial: float, stall: 
     piece counted at one thread, the whole model's ``serial`` share for the threads."""
     seconds = {1: 0.0, PI_THREADS: 0.0}
     for piece, feeds in first_audio_runs(model):
-        counted = count(piece, [feeds], cpu=core.name, piece=True, log=log)
+        counted = count(piece, [feeds], cpu=core.name, log=log)
         est = cost.estimate(counted, core, serial=serial, sample_rate=1, stall=stall)
         for n in seconds:
             seconds[n] += est.seconds(n)
@@ -114,7 +121,7 @@ class EmulatedVoice:
                                                    timeout=6 * 3600), groups))
         self.audio = {tuple(sentences[k]): out.astype(np.float32) for g, r in zip(groups, runs)
                       for k, out in zip(g, r.outputs)}
-        self.cpu, self.onnxruntime = cpu, runs[0].onnxruntime
+        self.onnxruntime = runs[0].onnxruntime
 
     def ids_to_audio(self, ids: list[int], syn_config=None) -> np.ndarray:
         if syn_config is not None and (syn_config.noise_scale, syn_config.noise_w) != (0.0, 0.0):
@@ -174,9 +181,8 @@ class PiSpeed:
 
     def estimate(self, model: Path) -> cost.Estimate:
         self.log(f"  ... counting {model.name} on an emulated {self.core.name} (one thread)")
-        counted = count(model, self.feeds, cpu=self.core.name, log=self.log)
-        return cost.estimate(counted, self.core, serial=0.0, sample_rate=self.rate,
-                             stall=self.calibrated.calibration.stall)
+        return one_thread(model, self.feeds, self.core, self.rate, stall=self.calibrated.calibration.stall,
+                          log=self.log)
 
     def __call__(self, model: Path) -> float:
         return self.fp32.seconds(self.threads) / self.estimate(model).seconds(self.threads)

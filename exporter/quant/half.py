@@ -17,6 +17,8 @@ instructions (the counts show them), here fp32. It is judged on audio made under
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -27,10 +29,7 @@ def compute_fp16(model: onnx.ModelProto, node_filter) -> int:
     input cast to fp16, its output back to fp32). Returns how many."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = Counter(name for node in graph.node for name in node.input)
     new_nodes, done = [], 0
     for node in graph.node:
         params = node.input[1:]
@@ -54,9 +53,4 @@ def compute_fp16(model: onnx.ModelProto, node_filter) -> int:
         done += 1
     del graph.node[:]
     graph.node.extend(new_nodes)
-    # shapes inferred at export name the Convs' outputs fp32: drop what the rewrite retyped
-    retyped = {n.output[0] for n in graph.node if n.op_type == "Conv" and n.output[0].endswith("_fp16")}
-    keep = [v for v in graph.value_info if v.name not in retyped]
-    del graph.value_info[:]
-    graph.value_info.extend(keep)
     return done

@@ -10,7 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from exporter.pi import cost, estimate
-from exporter.pi.counts import count
 from exporter.quant.budget import JUDGE_SENTENCES, Comparison, Speed
 from exporter.quant.build import build
 from exporter.quant.calibration import CALIBRATION_SENTENCES
@@ -18,7 +17,7 @@ from exporter.quant.finetune import FinetuneConfig, finetune_voice
 from exporter.quant.plans import DEFAULT_PRESET, FINETUNED, FP16, preset
 from exporter.quant.search import search
 from exporter.quant.variants import add_pieces, check_voice_dir, record
-from runtime import cpu
+from runtime import contract, cpu
 
 __all__ = ["FinetuneConfig", "quantize_voice"]
 
@@ -66,9 +65,9 @@ def _on_a_pi5(voice_dir: Path, model: Path, report) -> dict:
     heard = estimate.EmulatedVoice(model, comparison.voice, comparison.ids, cpu=core.name, log=report)
     measured = comparison.measure(model, heard, timed=False)
     feeds = estimate.zero_noise_feeds(comparison.voice, estimate.TEXTS[:1])
-    cycles = [float(c.execs.sum(axis=(0, 2)) @ core.block_cycles(c.blocks))
-              for c in (count(m, feeds, cpu=core.name, log=report) for m in (voice_dir / "model.onnx", model))]
-    measured.speed = Speed.estimated(cycles[0] / cycles[1])
+    fp32, fp16 = (estimate.one_thread(m, feeds, core, comparison.voice.sample_rate, log=report).seconds()
+                  for m in (voice_dir / contract.MODEL_FILE, model))
+    measured.speed = Speed.estimated(fp32 / fp16)
     out = measured.to_dict()
     out.update(heard_on=f"{core.board} ({core.name}, emulated; onnxruntime {heard.onnxruntime})",
                timed_on={"cpu": f"{core.board} ({core.name}, emulation estimate, one thread)", "arch": "aarch64",
