@@ -63,7 +63,7 @@ $(DEMO_VOICE)/model.auto.onnx: $(DEMO_VOICE)/model.onnx
 	$(PY) -m exporter quantize $(DEMO_VOICE)
 
 test: install
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 # The runtime and every int8 preset on emulated Raspberry Pi 4 and 5 (QEMU user mode, as root), compared with
 # x86; the aarch64 root filesystem and the models are cached in ~/.cache/vits-edge/arm. Exit 77: cannot emulate.

@@ -2,12 +2,18 @@
 Cortex-A72 (Pi 4) and A76 (Pi 5), and the time model's calibration on sherpa-onnx's published Pi 4 figures with
 its check at the thread counts it was not fitted on.
 
-    python -m benchmarks.pi --voice build/demo/voice [--docs]
+    python -m benchmarks.pi --voice build/demo/voice [--planned build/demo-pi5/voice] [--docs]
+
+``--planned``: a copy of the voice folder whose ``auto`` was planned for a Pi (``python -m exporter quantize
+COPY --target pi5``); its ``auto`` is counted beside the voice's own models.
 
 Every figure made from the counts is an emulation estimate, not a timing: QEMU counts exactly what the core
 executes; how long that takes on a Pi is the core model's estimate (exporter/pi/cost.py), fitted on one published
-figure. Counts are cached by model hash (~/.cache/vits-edge/arm/counts): the first run takes about 50 minutes
-on 2 cores (emulated fp32 runs about 30 s per second of audio), a rerun seconds.
+figure. Counts are cached by model hash (~/.cache/vits-edge/arm/counts): each model on each core is a one-thread
+count (emulated fp32 runs about 48 s of a core per second of audio, fp16 on the A76 about 90 s), a two-thread
+count and its first-audio pieces, about 10 minutes; six models on both cores and the calibration take about two
+and a half hours on 2 cores the first time, a rerun seconds. One-thread counts are exact whatever else the
+machine does; the two-thread counts (the serial share) move with its load: make them on an idle machine.
 """
 
 from __future__ import annotations
@@ -59,25 +65,41 @@ def calibrate(piper_model: Path, ours: Path, voice: Voice, log) -> dict:
             "onnxruntime": {"piper": cost.SHERPA_ONNXRUNTIME.onnxruntime, "ours": Recipe.for_host().onnxruntime}}
 
 
-def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]:
-    """Every model of the folder on both cores: instructions per second of audio by group (one thread), and the
-    estimate (the core model with the fitted factor, the serial share from a 2-thread count)."""
+def planned_auto(folder: Path) -> tuple[Path, str]:
+    """A folder's ``auto`` made by ``quantize --target pi4|pi5``, and the Pi it was planned for (board name)."""
+    folder = Path(folder)
+    record = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text(encoding="utf-8"))
+    model = folder / contract.variant_file("auto")
+    planned = record.get("variants", {}).get(model.name, {}).get("measured", {}).get("planned_for")
+    if not model.is_file() or not planned:
+        raise SystemExit(f"{folder} has no auto plan made for a Pi: make one with "
+                         f"`python -m exporter quantize {folder} --target pi5` (or pi4)")
+    return model, planned["board"]
+
+
+def count_models(voice_dir: Path, voice: Voice, stall: float, log, planned: list[Path] = ()) -> list[dict]:
+    """Every model of the folder, and the ``auto`` of each ``planned`` folder (the same voice, planned for a Pi),
+    on both cores: instructions per second of audio by group (one thread), and the estimate (the core model with
+    the fitted factor, the serial share from a 2-thread count)."""
     feeds = estimate.zero_noise_feeds(voice)
+    jobs = [(m, contract.variant_name(m.name)) for m in contract.voice_models(voice_dir) if m.is_file()]
+    for folder in planned:
+        model, board = planned_auto(folder)
+        jobs.append((model, f"auto for the {board}"))
     rows = []
-    for model in contract.voice_models(voice_dir):
-        if not model.is_file():
-            continue
+    for model, variant in jobs:
+        config = Voice.load(model.parent, variant=contract.FP32, streaming=False).config
         macs = arithmetic.macs(model, feeds, voice.sample_rate)  # per second of audio, from the graph
         for cpu, core in cost.CORES.items():
-            log(f"pi: counting {model.name} on an emulated {cpu} (1 and 2 threads)")
+            log(f"pi: counting {model} on an emulated {cpu} (1 and 2 threads)")
             est = estimate.model_estimate(model, feeds, core, voice.sample_rate, stall=stall, log=log)
             counted = est.counts
             first = None
-            if voice.config.pieces(model.name) is not None:  # one sidecar for the folder's models
+            if config.pieces(model.name) is not None:  # one sidecar for the folder's models
                 log(f"pi: counting the pieces that make {model.name}'s first streamed audio on {cpu}")
                 first = estimate.first_audio_estimate(model, core, serial=1 - est.parallel_share, stall=stall,
                                                       log=log)
-            rows.append({"model": model.name, "variant": contract.variant_name(model.name), "cpu": cpu,
+            rows.append({"model": model.name, "path": str(model.resolve()), "variant": variant, "cpu": cpu,
                          "board": core.board, "bytes": model.stat().st_size,
                          "instructions_per_audio_s": float(counted.instructions().sum() / est.audio_seconds()),
                          "groups_per_audio_s": per_audio_second(counted, voice.sample_rate),
@@ -86,7 +108,7 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log) -> list[dict]
                          "share_of_peak": {n: core.least_seconds(macs, n) / est.rtf(n) for n in (1, 4)},
                          "first_audio_s": first, "audio_s": est.audio_seconds(), "counted_with": counted.meta})
     for row in rows:
-        fp32 = next(r for r in rows if r["cpu"] == row["cpu"] and r["model"] == contract.MODEL_FILE)
+        fp32 = next(r for r in rows if r["cpu"] == row["cpu"] and r["variant"] == contract.FP32)
         row["vs_fp32"] = {n: fp32["estimated_rtf"][n] / row["estimated_rtf"][n] for n in row["estimated_rtf"]}
     return rows
 
@@ -174,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--x86", type=Path, help="benchmarks.run's results.json from the build machine: each model's "
                         "peak memory there is set beside the estimates")
     parser.add_argument("--out", type=Path, default=Path("build/pi"), help="results.json and report.md go here")
+    parser.add_argument("--planned", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="a copy of the voice folder whose auto was planned for a Pi (`python -m exporter "
+                        "quantize FOLDER --target pi5`): its auto is counted beside the voice's models (repeatable)")
     parser.add_argument("--docs", action="store_true", help="also write the report to docs/measured/pi.md")
     args = parser.parse_args(argv)
     piper_model = args.piper_model or estimate.piper_reference()
@@ -184,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cal = calibrate(piper_model, args.voice / contract.MODEL_FILE, voice, log)
-        models = count_models(args.voice, voice, cal["calibration"]["stall"], log)
+        models = count_models(args.voice, voice, cal["calibration"]["stall"], log, args.planned)
         memory = x86_memory(args.x86) if args.x86 else {}
         for row in models:
-            row["x86_peak_rss_mb"] = memory.get(str((args.voice / row["model"]).resolve()))
+            row["x86_peak_rss_mb"] = memory.get(row["path"])
     except CannotEmulate as exc:
         print(f"cannot emulate aarch64 here: {exc}", file=sys.stderr)
         return EXIT_SKIPPED

@@ -360,3 +360,25 @@ def test_fp16_preset_is_judged_on_the_pi5s_own_audio(exported, tmp_path):
     a72 = counts.run_on(dst, feeds, cpu="cortex-a72")
     assert any(n.name.endswith("/to_fp16") for n in onnx.load(str(dst)).graph.node)
     assert not any(n.name.endswith("/to_fp16") for n in onnx.load_from_string(a72.optimized).graph.node)
+
+
+def test_a_planned_folder_gives_its_auto_and_its_pi_or_says_how_to_make_one(exported, tmp_path):
+    """`benchmarks.pi --planned FOLDER`: the auto of a folder made by `quantize --target pi5` is counted as "auto for
+    the Raspberry Pi 5"; a folder whose auto was planned on the host is refused with the command that plans it."""
+    import shutil
+
+    from benchmarks import pi
+    from runtime import contract
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    shutil.copy(folder / contract.MODEL_FILE, folder / contract.variant_file("auto"))
+    sidecar = contract.sidecar_path(folder / contract.MODEL_FILE)
+    record = json.loads(sidecar.read_text())
+    record.setdefault("variants", {})["model.auto.onnx"] = {"measured": {"planned_for": None}}
+    sidecar.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="--target pi5"):
+        pi.planned_auto(folder)
+    record["variants"]["model.auto.onnx"]["measured"]["planned_for"] = {"target": "pi5", "board": "Raspberry Pi 5"}
+    sidecar.write_text(json.dumps(record))
+    assert pi.planned_auto(folder) == (folder / "model.auto.onnx", "Raspberry Pi 5")
