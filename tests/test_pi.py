@@ -264,6 +264,9 @@ def test_first_audio_is_the_frontend_the_first_flow_block_and_the_first_chunk(ex
     assert flow["latents"].shape[2] <= pieces.FLOW_FIRST + chunking.context(chunking.layers(
         json.loads((voice_dir / "model.onnx.json").read_text())["streaming"]["architecture"]))
     assert vocoder["z"].shape[2] < flow["latents"].shape[2]
+    # the same feeds on every call (the zero-scaled noise too): the counts are cached by them
+    again = estimate.first_audio_runs(voice_dir / "model.onnx", "Hello there, this is a longer sentence to stream.")
+    assert all(np.array_equal(a[k], b[k]) for (_, a), (_, b) in zip(runs, again, strict=True) for k in a)
 
 
 def test_estimate_takes_a_given_serial_share():

@@ -86,7 +86,8 @@ def first_audio_runs(model: Path, text: str = FIRST_AUDIO_TEXT) -> list[tuple[Pa
     recorders = {name: _Recorder(getattr(pieces, name)) for name in contract.PIECES}
     for name, recorder in recorders.items():
         setattr(pieces, name, recorder)
-    next(iter(voice.stream(text, noise_scale=0.0, noise_w=0.0)))
+    # a fixed seed: the noise the graph is fed (times zero) is part of the feeds, and so of the count's cache key
+    next(iter(voice.stream(text, noise_scale=0.0, noise_w=0.0, seed=0)))
     record = voice.config.pieces(model.name)
     return [(model.parent / record[name], recorders[name].feeds) for name in contract.PIECES]
 
