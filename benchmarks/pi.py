@@ -30,6 +30,7 @@ from exporter.pi import cost, estimate
 from exporter.pi.counts import Counts
 from exporter.pi.emulation import CannotEmulate, Recipe
 from runtime import contract
+from runtime.config import read_sidecar
 from runtime.voice import SynthesisConfig, Voice
 
 EXIT_SKIPPED = 77
@@ -88,7 +89,7 @@ def count_models(voice_dir: Path, voice: Voice, stall: float, log, planned: list
         jobs.append((model, f"auto for the {board}"))
     rows = []
     for model, variant in jobs:
-        config = Voice.load(model.parent, variant=contract.FP32, streaming=False).config
+        config = read_sidecar(contract.sidecar_path(model.parent / contract.MODEL_FILE))  # pieces, no session
         macs = arithmetic.macs(model, feeds, voice.sample_rate)  # per second of audio, from the graph
         for cpu, core in cost.CORES.items():
             log(f"pi: counting {model} on an emulated {cpu} (1 and 2 threads)")

@@ -164,7 +164,8 @@ def parse(text: str, sentences: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 # since 1.29) and OpenBLAS's (numpy's) ran beside the main thread, and under load on the host they moved
 # the count (by 1e-5: lock contention) and added to what looked like the pool's share.
 _LAUNCH = ('mount --bind "$VE_PROC" "$VE_ROOT/proc" && exec setarch -R env -i PYTHONPATH="$VE_SITE" '
-           'PYTHONPYCACHEPREFIX="$VE_PYCACHE" PYTHONDONTWRITEBYTECODE=1 PYTHONHASHSEED=0 ORT_DISABLE_TELEMETRY=1 OPENBLAS_NUM_THREADS=1 LANG=C.UTF-8 LD_LIBRARY_PATH="$VE_LIBS" '
+           'PYTHONPYCACHEPREFIX="$VE_PYCACHE" PYTHONDONTWRITEBYTECODE=1 PYTHONHASHSEED=0 ORT_DISABLE_TELEMETRY=1 '
+           'OPENBLAS_NUM_THREADS=1 LANG=C.UTF-8 LD_LIBRARY_PATH="$VE_LIBS" '
            '"$VE_QEMU" -L "$VE_ROOT" -cpu "$VE_CPU" $VE_PLUGIN "$VE_PYTHON" "$VE_GUEST" "$VE_SPEC"')
 
 
@@ -301,7 +302,8 @@ def _emulate(model: Path, feeds: list[dict[str, np.ndarray]], *, cpu: str, threa
            "VE_PLUGIN": f"-plugin {plugin()}{plugin_options}" if plugin_options is not None else "",
            # Debian's numpy finds its BLAS through /etc/alternatives: absolute links, which -L does not follow
            "VE_LIBS": ":".join(str(root / "usr/lib/aarch64-linux-gnu" / d) for d in ("blas", "lapack")),
-           "VE_PYTHON": str(python), "VE_PYCACHE": str(work / "pycache"), "VE_GUEST": str(work / "guest.py"), "VE_SPEC": str(work / "spec.json")}
+           "VE_PYTHON": str(python), "VE_PYCACHE": str(work / "pycache"), "VE_GUEST": str(work / "guest.py"),
+           "VE_SPEC": str(work / "spec.json")}
     proc = subprocess.run([*unshare, "sh", "-c", _LAUNCH], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
     if proc.returncode != 0 or not (work / "result.json").is_file():
