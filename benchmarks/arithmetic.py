@@ -72,3 +72,99 @@ def macs(model: Path, feeds: list[dict], sample_rate: int) -> dict[str, float]:
         total["int8" if name in in_int8 else "fp16" if name in in_fp16 else "fp32"] += work
     seconds = samples / sample_rate
     return {kind: count / seconds for kind, count in total.items()}
+
+
+def _gemm_model(size: int, int8: bool) -> bytes:
+    """A ``size``³ matrix product with a constant weight: MatMul in fp32, or MatMulInteger (uint8 data, int8
+    weight: the dynamic quantizer's pair)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    if int8:
+        weight = numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "w")
+        node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
+        x = helper.make_tensor_value_info("x", TensorProto.UINT8, [size, size])
+        y = helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])
+    else:
+        weight = numpy_helper.from_array(rng.standard_normal((size, size), dtype=np.float32), "w")
+        node = helper.make_node("MatMul", ["x", "w"], ["y"])
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])
+    graph = helper.make_graph([node], "gemm", [x], [y], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+def host_peak(threads: int, size: int = 1024, repeats: int = 7) -> dict[str, float]:
+    """This machine's multiply-adds a second at ``threads`` threads through onnxruntime's own matrix kernels
+    (MLAS): the best of ``repeats`` ``size``³ products in fp32 (MatMul) and in int8 (MatMulInteger). The most a
+    model's convolutions and products can reach here, measured rather than read from a data sheet, whose clock a
+    virtual machine does not report. fp16 nodes compute in fp32 on x86, so they count against the fp32 peak."""
+    import time
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    peak = {}
+    for kind, int8 in (("fp32", False), ("int8", True)):
+        session = ort.InferenceSession(_gemm_model(size, int8), options, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(1)
+        x = (rng.integers(0, 256, (size, size), dtype=np.uint8) if int8
+             else rng.standard_normal((size, size), dtype=np.float32))
+        session.run(None, {"x": x})  # warm-up: the weight is packed on the first run
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(None, {"x": x})
+            best = min(best, time.perf_counter() - start)
+        peak[kind] = size ** 3 / best
+    peak["fp16"] = peak["fp32"]
+    return peak
+
+
+def least_seconds(macs: dict[str, float], peak: dict[str, float]) -> float:
+    """Seconds ``macs`` (multiply-adds by kind) take at ``peak`` (multiply-adds a second by kind)."""
+    return sum(n / peak[kind] for kind, n in macs.items() if n)
+
+
+def limits(contenders: list[dict], feeds: list[dict], sample_rate: int, threads: int) -> dict:
+    """How far each of our models is from this machine's limit: its multiply-adds per second of audio (counted
+    from its graph on ``feeds``), the least real-time factor they allow at this machine's measured peak at
+    ``threads`` threads, and the share of that peak its measured real-time factor reaches. The PyTorch fp32 row
+    does the fp32 file's arithmetic (the same graph). Peers' files take other inputs and are left out."""
+    peak = host_peak(threads)
+    counted: dict[str, dict[str, float]] = {}
+    for row in contenders:
+        if not str(row.get("key", "")).startswith("ort-") or row.get("status") != "ok":
+            continue
+        model = next((Path(f) for f in row.get("model_files", {}) if f.endswith(".onnx")), None)
+        if model is not None and model.is_file():
+            counted[row["key"]] = macs(model, feeds, sample_rate)
+    if "ort-fp32" in counted:
+        counted["pytorch-fp32"] = counted["ort-fp32"]
+    rows = {}
+    for row in contenders:
+        rtf = (row.get("speed") or {}).get("rtf")
+        if row.get("key") not in counted or not rtf:
+            continue
+        work = counted[row["key"]]
+        least = least_seconds(work, peak)
+        rows[row["key"]] = {"macs_per_audio_s": work, "least_rtf": least, "rtf": rtf["median"],
+                            "share_of_peak": least / rtf["median"]}
+    return {"threads": threads, "peak_macs_per_s": peak, "rows": rows}
+
+
+def markdown(limit: dict, labels: dict[str, str]) -> list[str]:
+    """The benchmark report's section: each model's arithmetic and the share of this machine's peak it reaches."""
+    peak, n = limit["peak_macs_per_s"], limit["threads"]
+    out = ["## How far from the limit", "",
+           f"Arithmetic: the graph's multiply-adds per second of audio, counted from onnxruntime's profile of a run "
+           f"(fp32 + int8). This machine's peak at {n} thread{'s' if n > 1 else ''}, measured through onnxruntime's "
+           f"own matrix kernels (a 1024³ MatMul and MatMulInteger, best of 7): {peak['fp32'] / 1e9:.0f} GMAC/s fp32, "
+           f"{peak['int8'] / 1e9:.0f} GMAC/s int8. Least RTF: the time the arithmetic takes at that peak; of peak: "
+           "least RTF over the measured RTF. The rest of the time goes to what is not a matrix product (activations, "
+           "the flow, quantizing and dequantizing) and to kernels short of the peak.", "",
+           "| contender | GMAC per s of audio (fp32 + int8) | least RTF at peak | RTF | of peak |", "|---|---|---|---|---|"]
+    for key, r in limit["rows"].items():
+        m = r["macs_per_audio_s"]
+        out.append(f"| {labels.get(key, key)} | {(m['fp32'] + m.get('fp16', 0)) / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
+                   f"{r['least_rtf']:.4f} | {r['rtf']:.3f} | {r['share_of_peak']:.0%} |")
+    return out

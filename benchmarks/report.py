@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import arithmetic
 from benchmarks import results as res
 from benchmarks import sysinfo
 from exporter.quant import report as variants_report
@@ -103,6 +104,13 @@ def _busy(results: dict) -> list[str]:
             "× speed ratios suffer least.**", ""]
 
 
+def _limit(results: dict) -> list[str]:
+    if not (results.get("limit") or {}).get("rows"):
+        return []
+    labels = {r["key"]: r["label"] for r in results["contenders"]}
+    return [*arithmetic.markdown(results["limit"], labels), ""]
+
+
 def markdown(results: dict, compared: list[dict] = ()) -> str:
     s = results["settings"]
     machine = results.get("machine", {})
@@ -119,6 +127,7 @@ def markdown(results: dict, compared: list[dict] = ()) -> str:
         table(results),
         "",
         *_busy(results),
+        *_limit(results),
         "## How to read it",
         "",
         f"- × columns are ratios to **{_label(results, results.get('baseline'))}**: × speed is its RTF over "

@@ -215,7 +215,18 @@ def test_quick_run_writes_report_results_and_plot(quick_report):
     if _installed("speechmos"):
         assert 2.5 < rows["ort-fp32"]["quality"]["dnsmos"]["ovrl"] < 5
 
+    limit = data["limit"]  # how far from this machine's peak: the graph's arithmetic over the measured peak
+    assert limit["threads"] == 2 and limit["peak_macs_per_s"]["fp32"] > 1e9 and limit["peak_macs_per_s"]["int8"] > 1e9
+    ours = {key for key in rows if key.startswith("ort-")}
+    assert set(limit["rows"]) == ours | {"pytorch-fp32"}
+    fp32 = limit["rows"]["ort-fp32"]["macs_per_audio_s"]
+    assert fp32["fp32"] > 1e9 and fp32["int8"] == 0  # ~2.7 GMAC a second of audio on the built-in voice
+    assert limit["rows"]["pytorch-fp32"]["macs_per_audio_s"] == fp32
+    for key, r in limit["rows"].items():
+        assert 0 < r["share_of_peak"] < 1 and r["rtf"] == rows[key]["speed"]["rtf"]["median"], key
+
     text = (out / "report.md").read_text()
+    assert "## How far from the limit" in text
     lines = text.splitlines()
     start = next(k for k, line in enumerate(lines) if line.startswith("| contender"))
     # the contenders' table, without its rule (how the variants were judged follows it, in tables of its own)

@@ -228,6 +228,7 @@ def test_arithmetic_counts_multiply_adds_and_which_are_int8():
     assert arithmetic.node_macs("ConvTranspose", [[1, 4, 50], [4, 2, 4]], [[1, 2, 100]]) == 4 * 50 * 2 * 4
     assert arithmetic.node_macs("MatMul", [[1, 10, 16], [16, 32]], [[1, 10, 32]]) == 10 * 32 * 16
     assert arithmetic.node_macs("Add", [[1, 4], [1, 4]], [[1, 4]]) == 0
+    assert arithmetic.least_seconds({"fp32": 2e9, "int8": 8e9, "fp16": 0}, {"fp32": 1e9, "int8": 4e9}) == 4.0
     graph = helper.make_graph([
         helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dqx"),
         helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dqw"),
