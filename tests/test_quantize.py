@@ -163,9 +163,10 @@ def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
     assert final["durations"]["checks"] == len(LENGTH_SCALES) * final["sentences"]  # every phoneme, every scale
     assert record["measured"]["fp32_noise_moves"]["seeds"] == 5
     assert record["measured"]["logmel_db"] is None or record["measured"]["logmel_db"] <= 0.5
-    for unit, option in chosen:  # each chosen treatment passed on its own first
-        alone = [r for r in search_rows if r["step"] == "alone" and r["plan"] == f"{unit}={option}"]
-        assert alone and alone[0]["within_budget"]
+    for unit, option in chosen:  # each chosen treatment passed on its own first (whole, or with tensors kept fp32)
+        alone = [r for r in search_rows if (r["step"] == "alone" and r["plan"] == f"{unit}={option}") or
+                 (r["step"] == "finer" and r["plan"].startswith(f"{unit}={option} ("))]
+        assert any(r["within_budget"] for r in alone)
     assert "auto chose" in lines[-1]
     # the folder now speaks it by default, on CPUs of the class its timings were taken on when it computes in int8
     default = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())[contract.DEFAULT_KEY]
@@ -459,3 +460,72 @@ def test_mixed_plans_leave_no_float_weights_between_int8_stages(exported, tmp_pa
     polyphased = [n for n in onnx.load(str(folder / "model.test.onnx")).graph.node if n.name.endswith("/polyphase")]
     assert {n.name.split("/")[2] for n in polyphased} == {u.replace("decoder.", "ups.") for u, o in plan
                                                           if u.startswith("decoder.") and o.startswith("qdq")} - {"post"}
+
+
+def test_finer_units_rank_a_stages_tensors_and_keep_the_worst_in_fp32(exported, tmp_path):
+    """A decoder stage in QDQ, ranked tensor by tensor ("all but one" in onnxruntime itself): leaving the worst in
+    fp32 gives back what the ranking says, a plan keeping them removes exactly their Quantize/Dequantize pairs, and
+    a name the graph does not have is refused."""
+    from exporter.quant.build import build
+    from exporter.quant.plans import QuantConfig
+    from exporter.quant.sensitivity import Ranker, bypass, quantized_tensors
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    whole = tmp_path / "whole.onnx"
+    build(folder, QuantConfig("t", (("decoder.0", "qdq+"),)), whole)
+    ranker = Ranker(folder, threads=1)
+    ranking = ranker.rank(whole, "decoder.0", "qdq+", report=lambda line: None)
+    model = onnx.load(str(whole))
+    tensors = quantized_tensors(model, "decoder.0")
+    assert len(ranking.gains) == len(tensors) > 4 and {n for n, _ in ranking.gains} == set(tensors)
+    # the stage's own activations, and the input it reads from the flow
+    assert sum(not name.startswith("/waveform_decoder") for name in tensors) <= 1, tensors
+    gains = [g for _, g in ranking.gains]
+    assert gains == sorted(gains, reverse=True) and gains[0] > 0
+    assert ranker.error_db(model) == pytest.approx(ranking.error_db)
+    # the worst two kept fp32 in a plan: their pairs gone, and at least the worst one's gain given back
+    kept = tmp_path / "kept.onnx"
+    build(folder, QuantConfig("t", (("decoder.0", "qdq+"),), keep_fp32=ranking.top(2)), kept)
+    assert ops(whole)["QuantizeLinear"] - ops(kept)["QuantizeLinear"] == 2
+    assert set(quantized_tensors(onnx.load(str(kept)), "decoder.0")) == set(tensors) - set(ranking.top(2))
+    assert ranker.error_db(onnx.load(str(kept))) <= ranking.error_db - ranking.gains[0][1] + 1e-6
+    every = onnx.load(str(whole))
+    assert bypass(every, tensors) == len(tensors) and not quantized_tensors(every, "decoder.0")
+    assert ranker.error_db(every) < ranking.error_db  # what is left is the int8 weights' error
+    with pytest.raises(ValueError, match="no Quantize/Dequantize pair on /not/a/tensor"):
+        bypass(onnx.load(str(whole)), ["/not/a/tensor"])
+    assert QuantConfig("t", (("decoder.0", "qdq+"),), keep_fp32=ranking.top(2)).describe() == \
+        "decoder.0=qdq+ (2 tensors kept fp32)"
+
+
+def test_auto_rescues_a_stage_by_keeping_its_worst_tensors_in_fp32(exported, tmp_path):
+    """A decoder stage whose whole int8 form breaks the budget, but not with its two worst tensors in fp32: auto
+    ranks it, tries that plan (a "finer" trial), keeps it, and records the ranking and the tensors in the sidecar."""
+    from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison
+    from exporter.quant.build import build
+    from exporter.quant.plans import QuantConfig
+    from exporter.quant.search import search
+    from exporter.quant.sensitivity import Ranker
+
+    folder = tmp_path / "voice"
+    shutil.copytree(exported("char"), folder)
+    whole, kept = tmp_path / "whole.onnx", tmp_path / "kept.onnx"
+    build(folder, QuantConfig("t", (("decoder.0", "qdq+"),)), whole)
+    top = Ranker(folder, threads=1).rank(whole, "decoder.0", "qdq+", report=lambda line: None).top(2)
+    build(folder, QuantConfig("t", (("decoder.0", "qdq+"),), keep_fp32=top), kept)
+    judged = Comparison(folder, JUDGE_SENTENCES, threads=1)
+    error = {path: judged.measure(path, timed=False).logmel_db for path in (whole, kept)}
+    assert error[kept] < error[whole]
+    budget = Budget(max_phoneme_frames=10**6, max_moved_share=1.0, max_length_change=10.0, max_mcd_db=1000.0,
+                    max_logmel_db=(error[kept] + error[whole]) / 2)
+    lines: list[str] = []
+    search(folder, budget=budget, listen=False, report=lines.append,
+           timer=_noisy_timer(1, {("decoder.0", "qdq+"): 1.6}))
+    record = json.loads(contract.sidecar_path(folder / contract.MODEL_FILE).read_text())["variants"]["model.auto.onnx"]
+    finer = [r for r in record["search"] if r["step"] == "finer"]
+    assert finer[0]["plan"] == "decoder.0=qdq+ (2 tensors kept fp32)" and finer[0]["within_budget"], finer
+    ranking = next(r for r in record["measured"]["rankings"] if r["unit"] == "decoder.0")
+    assert [name for name, _ in ranking["top"][:2]] == list(top) and ranking["option"] == "qdq+"
+    assert ["decoder.0", "qdq+"] in record["config"]["plan"] and tuple(record["config"]["keep_fp32"]) == top
+    assert any(line.startswith("  ranking decoder.0=qdq+'s") for line in lines)

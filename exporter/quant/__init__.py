@@ -37,7 +37,8 @@ What the measurements on the real voice decided (each variant records its own in
 Where each step lives: ``units`` (the graph's units), ``plans`` (a plan, the presets, each unit's
 ladder), ``calibration`` (activation ranges), ``storage`` (weight-only int8/fp16), ``polyphase``
 (upsamplers as Convs), ``half`` (fp16 arithmetic),
-``build`` (a plan applied to the graph), ``budget`` (the rules and the measurements
+``build`` (a plan applied to the graph), ``sensitivity`` (a stage's tensors ranked by their share of its int8
+error), ``budget`` (the rules and the measurements
 a variant is judged by against fp32), ``judge`` (a trial: measured, listened to, reported), ``search``
 (``auto``), ``fakequant`` and ``finetune`` (the fine-tuned rung), ``variants`` (the sidecar's record, the folder's
 default, the streaming pieces).

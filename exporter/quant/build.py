@@ -13,6 +13,7 @@ from exporter.quant import polyphase
 from exporter.quant.calibration import calibrate, quiet_quantizer
 from exporter.quant.half import compute_fp16
 from exporter.quant.plans import FP16, QDQ_OPS, QuantConfig
+from exporter.quant.sensitivity import bypass
 from exporter.quant.storage import store_weights_fp16, store_weights_int8
 from exporter.quant.units import DURATION_UNITS, node_units
 from runtime import contract
@@ -56,7 +57,9 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
                                 calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),
                                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
                 quantized = onnx.load(str(out))
-                if keep_float_inputs(quantized, lambda name: units.get(name, "").startswith(DURATION_UNITS)):
+                restored = keep_float_inputs(quantized, lambda name: units.get(name, "").startswith(DURATION_UNITS))
+                if restored or cfg.keep_fp32:
+                    bypass(quantized, cfg.keep_fp32)
                     onnx.save(quantized, str(out))
                 current = out
         if dynamic:

@@ -101,6 +101,20 @@ class Judge:
         self.report(trial.line())
         return trial
 
+    def speed(self, path: Path, cfg: QuantConfig, faster_than: float | None = None, final: bool = False,
+              candidate=None) -> Speed:
+        """fp32's time over the variant's: the target's estimate, or rounds timed here until the comparison with
+        ``faster_than`` is clear (``final``: until the speed is known to FINAL_PRECISION)."""
+        if self.estimator is not None:
+            return Speed.estimated(self.estimator(path))
+        if self.timer:
+            one_round = lambda: self.timer(tuple(cfg.plan))  # noqa: E731
+        else:
+            candidate = candidate or self.comparison.candidate(path)
+            one_round = lambda: self.comparison.round(candidate)  # noqa: E731
+        return measure_speed(one_round, threshold=faster_than, precision=FINAL_PRECISION if final else None,
+                             min_rounds=6 if final else 4, max_rounds=20 if final else 12)
+
     def trial(self, path: Path, cfg: QuantConfig, step: str, faster_than: float | None = None) -> Trial:
         """Judge the variant ``path`` (made by ``cfg``). int8 compute is listened to (the log-mel bound misses
         the hiss int8 adds at the highest sample rate: 0.99 dB there cost 0.57 P.808, 0.83 dB in the middle
@@ -115,14 +129,7 @@ class Judge:
         ok = sound
         if sound and (computes or final):
             # weight storage alone runs fp32's kernels (exporter/quant/storage.py): only compute is timed
-            if self.estimator is not None:
-                measured.speed = Speed.estimated(self.estimator(path))
-            else:
-                one_round = ((lambda: self.timer(tuple(plan))) if self.timer
-                             else (lambda: self.comparison.round(candidate)))
-                measured.speed = measure_speed(one_round, threshold=faster_than,
-                                               precision=FINAL_PRECISION if final else None,
-                                               min_rounds=6 if final else 4, max_rounds=20 if final else 12)
+            measured.speed = self.speed(path, cfg, faster_than, final, candidate)
             if faster_than is not None:
                 clear = measured.speed.versus(faster_than)
                 ok = clear is True

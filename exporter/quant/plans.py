@@ -30,6 +30,9 @@ class QuantConfig:
     # Measured on the real voice against 99.0-99.999, MinMax, entropy and per-tensor least squares.
     percentiles: tuple[tuple[str, float], ...] = (("decoder", 99.9), ("", 99.999))
     target: str = "x86"
+    # Quantized tensors left in fp32 inside units that compute in QDQ (their Quantize/Dequantize pairs removed:
+    # exporter/quant/sensitivity.py): the few that make a stage's int8 error, by auto's ranking.
+    keep_fp32: tuple[str, ...] = ()
 
     def option(self, unit: str | None) -> str | None:
         if unit is None:
@@ -40,7 +43,9 @@ class QuantConfig:
         return None
 
     def describe(self) -> str:
-        return ", ".join(f"{u}={o}" for u, o in self.plan) or "all fp32"
+        plan = ", ".join(f"{u}={o}" for u, o in self.plan) or "all fp32"
+        return plan + (f" ({len(self.keep_fp32)} tensor{'s' if len(self.keep_fp32) > 1 else ''} kept fp32)"
+                       if self.keep_fp32 else "")
 
 
 # --target: the CPU a variant is for. x86 and arm64 only record it (the recipes are the same); the Pis also make

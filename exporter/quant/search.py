@@ -25,6 +25,11 @@ With ``target`` "pi4" or "pi5" the speeds are not timed here but estimated for t
 instructions its core executes, counted under emulation (exporter/pi/estimate.py: one exact ratio per plan, at
 one thread, where counts repeat exactly); everything else is judged as above.
 
+A decoder stage is a coarse unit: when its whole int8 form (qdq+) breaks the sound rules, its quantized tensors
+are ranked by what leaving each in fp32 gives back (sensitivity.py, a second a tensor) and only a few plans are
+tried and listened to: qdq+ with the worst 2, 4 or 8 tensors in fp32 (``FINER_KEEP``). The ranking goes into
+the sidecar (``measured.rankings``), the tensors into the plan (``config.keep_fp32``).
+
 Each unit's treatments form a ladder, each rung adding error to the one before (fp16 weights, int8
 weights, int8 activations on the convolutions, int8 on everything between them): a rung that breaks
 the budget is not climbed past. That is what keeps the search to a few minutes.
@@ -48,13 +53,60 @@ from exporter.quant.build import build
 from exporter.quant.finetune import FinetuneConfig, finetune, voice_key
 from exporter.quant.judge import Judge, Trial
 from exporter.quant.plans import COMPUTE, PI_TARGETS, TRAINED, QuantConfig, check_target, machine_target, options_for
+from exporter.quant.sensitivity import Ranker, Ranking
 from exporter.quant.units import unit_names
 from exporter.quant.variants import add_pieces, make_default, record
+
+FINER_KEEP = (2, 4, 8)  # tensors of a stage kept in fp32, tried in turn (each trial listened to: about a minute)
 from runtime import contract, cpu
 
 
+def refine(voice_dir: Path, units: list[str], alone: dict, kept: dict, trial, judge: Judge, tmp: Path, *,
+           min_speedup: float, threads: int, report) -> list[Ranking]:
+    """Step 1b of the search: for each decoder stage whose int8 weights passed but whose fullest int8 form
+    (qdq+: the int8 chains that buy the speed) broke the sound rules or was not tried, rank its quantized tensors and
+    try qdq+ with the worst ``FINER_KEEP`` of them in fp32, fewest first, until one passes (it takes qdq+'s place in
+    ``alone``, its tensors in ``kept``) or one passes the ear but is no faster (more in fp32 cannot be faster). A
+    stage whose whole qdq+ form is not clearly faster than fp32 is not ranked: no part of it can be faster.
+    Returns the rankings."""
+    rankings = []
+    ranker = None
+    for unit in units:
+        weights = alone.get((unit, "int8w"))
+        if not unit.startswith("decoder.") or unit == "decoder.post" or weights is None or not weights.within_budget:
+            continue
+        option = "qdq+"
+        if (unit, option) in alone and alone[unit, option].sound:  # it passed, or sounded right and was no faster
+            continue
+        whole = QuantConfig("rank", ((unit, option),))
+        build(voice_dir, whole, tmp / "rank.onnx", tmp / "ranges.json")
+        # the stage all in int8 is the fastest it can be: keeping tensors in fp32 only adds Q/DQ and fp32 work
+        ceiling = judge.speed(tmp / "rank.onnx", whole, min_speedup)
+        if ceiling.versus(min_speedup) is not True:
+            report(f"  {unit}={option} whole is not clearly faster than {min_speedup:.2f}x fp32 "
+                   f"({ceiling.value:.2f}x): no finer plan of it can be; not ranked")
+            continue
+        ranker = ranker or Ranker(voice_dir, threads)
+        ranking = ranker.rank(tmp / "rank.onnx", unit, option, report=report)
+        rankings.append(ranking)
+        report("    worst: " + ", ".join(f"{name} {gain:+.3f} dB" for name, gain in ranking.gains[:4]))
+        for count in FINER_KEEP:
+            if count >= len(ranking.gains):
+                break
+            kept[unit, option] = ranking.top(count)
+            row = trial([(unit, option)], "finer", min_speedup)
+            if row.within_budget:
+                alone[unit, option] = row
+                break
+            del kept[unit, option]
+            if row.sound:  # it passed the ear and was no faster: more fp32 is slower still
+                break
+    return rankings
+
+
 def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None = None, threads: int = 2,
-           listen: bool = True, report=print, timer=None, finetune_cfg: FinetuneConfig | None = None) -> Path:
+           listen: bool = True, report=print, timer=None, finetune_cfg: FinetuneConfig | None = None,
+           finer: bool = True) -> Path:
     """Write ``voice_dir/model.auto.onnx``: the fastest plan inside ``budget``, then the smallest.
 
     ``finetune_cfg``: decoder stages get a last rung, qdq+ fine-tuned against fp32; every plan
@@ -83,8 +135,13 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         tmp = Path(tmp)
         cache = tmp / "ranges.json"
 
+        kept: dict[tuple[str, str], tuple[str, ...]] = {}  # (unit, option) -> tensors it keeps in fp32
+
+        def keep_of(plan) -> tuple[str, ...]:
+            return tuple(t for unit, option in plan for t in kept.get((unit, option), ()))
+
         def trial(plan, step, faster_than=None) -> Trial:
-            cfg = dataclasses.replace(base, plan=tuple(plan))
+            cfg = dataclasses.replace(base, plan=tuple(plan), keep_fp32=keep_of(plan))
             report(f"  ... {step} {cfg.describe()} ({time.perf_counter() - start:.0f} s in)")  # a trial takes a minute
             path = tmp / "trial.onnx"
             build(voice_dir, cfg, path, cache)
@@ -106,6 +163,11 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                 # a rung that is sound but no faster is climbed past: the next rung may be faster
                 alone[unit, option] = trial([(unit, option)], "alone",
                                             budget.min_speedup if option in COMPUTE else None)
+
+        # 1b. Finer units: a decoder stage whose int8 compute broke the budget, ranked tensor by tensor, keeps in
+        #     fp32 only the few that make its error (sensitivity.py), if that passes and still pays.
+        rankings = (refine(voice_dir, units, alone, kept, trial, judge, tmp, min_speedup=budget.min_speedup,
+                           threads=threads, report=report) if finer else [])
 
         # 2. int8 compute: treatments that passed alone, the most speed per dB of log-mel first (a
         #    knapsack's greedy order: the budget is what they share); one treatment per unit, kept if
@@ -148,7 +210,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                 break
             report(f"  dropping {plan[-1][0]}={plan[-1][1]} and trying again")
             plan.pop()
-        cfg = dataclasses.replace(base, plan=tuple(plan))
+        cfg = dataclasses.replace(base, plan=tuple(plan), keep_fp32=keep_of(plan))
         dst = voice_dir / "model.auto.onnx"
         shutil.move(str(tmp / "trial.onnx"), dst)
     measured = row.recorded()
@@ -161,6 +223,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
         measured["timed_on"] = cpu.describe()
     measured["fp32_noise_moves"] = judge.comparison.phonemes.noise_moves() \
         if judge.comparison.phonemes else None
+    measured["rankings"] = [r.to_dict() for r in rankings]
     measured.update(seconds=round(time.perf_counter() - start, 1), fp32_heard=judge.reference,
                     date=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
     record(voice_dir, dst.name, {"config": dataclasses.asdict(cfg), "measured": measured,
