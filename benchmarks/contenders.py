@@ -10,7 +10,6 @@ returned as skipped, with the reason.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from exporter.piper_voice import sherpa_tokens as tokens_txt
 from exporter.verify import onnx_feeds, snr_db
 from runtime import contract
 from runtime.config import FP32
@@ -142,10 +142,8 @@ def find_piper_voice(option: str, voice_dir: Path, ids: list[int], symbols: list
 
 
 def sherpa_tokens(vocab_ids: dict[str, int], path: Path) -> Path:
-    """tokens.txt for sherpa-onnx: one ``symbol id`` a line, a space as a bare id."""
-    lines = [f"{sym} {i}" if sym != " " else f" {i}" for sym, i in sorted(vocab_ids.items(), key=lambda kv: kv[1])
-             if sym.strip() or sym == " "]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """tokens.txt for sherpa-onnx (exporter/piper_voice.py writes it for a Piper voice too)."""
+    path.write_text(tokens_txt(vocab_ids), encoding="utf-8")
     return path
 
 
@@ -176,8 +174,9 @@ PIPER_LABEL = "piper-tts (original Piper voice)"
 SHERPA_PIPER_LABEL = "sherpa-onnx (original Piper voice)"
 SHERPA_EXPORT_LABEL = "sherpa-onnx (vits-edge export)"
 # Seen with OfflineTtsModelConfig(debug=True): given phoneme codepoints, sherpa-onnx 2.0.1 feeds a Coqui-tagged
-# model one extra ',' token before eos (.. _ $ -> .. _ , $), so every duration differs from the reference.
-_SHERPA_COQUI_NOTE = {"2.0.1": "; sherpa-onnx 2.0.1 adds a ',' token before eos on Coqui models (every length changes)"}
+# model one extra ',' token before eos (.. _ $ -> .. _ , $), so every duration differs from the reference. The export
+# tags a voice whose tokenizer has Piper's layout as Piper (exporter/sidecar.py), and sherpa-onnx makes our ids.
+_SHERPA_COQUI_NOTE = "; sherpa-onnx adds a ',' token before eos on Coqui-tagged models (every length changes)"
 
 
 def _scales(inference: dict) -> list[float]:
@@ -251,7 +250,17 @@ def _sherpa_export_row(voice_dir: Path, sidecar: dict, workdir: Path, run: list,
     run.append(Contender("sherpa-onnx", SHERPA_EXPORT_LABEL, "sherpa", [model, tokens], ["sherpa-onnx"],
                          {"model": str(model), "tokens": str(tokens), "scales": _scales(sidecar["inference"])},
                          note="loads our model.onnx by its metadata keys; tokens.txt written from the sidecar"
-                         + _SHERPA_COQUI_NOTE.get(importlib.metadata.version("sherpa-onnx"), "")))
+                         + (_SHERPA_COQUI_NOTE if _metadata(model).get("comment") == "coqui" else "")))
+
+
+def _metadata(model: Path) -> dict[str, str]:
+    """The ONNX metadata of a model file (what sherpa-onnx reads); {} without onnx (the export extra's: a device
+    benchmark then only loses the note it decides)."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    return {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
 
 
 def plan(voice_dir: Path, checkpoint: Path | None, piper_voice: Path | None, piper_reason: str,

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except CannotEmulate as exc:
         print(f"cannot emulate aarch64 here: {exc}", file=sys.stderr)
         return EXIT_SKIPPED
-    data = {"schema": 1, "machine": sysinfo.machine(), "texts": estimate.TEXTS,
+    data = {"schema": results.SCHEMA, "machine": sysinfo.machine(), "texts": estimate.TEXTS,
             "first_audio_text": estimate.FIRST_AUDIO_TEXT, "first_audio_sentence_s": first_audio_sentence_s(voice),
             "calibration": cal, "models": models,
             "cores": {name: {"clock_ghz": c.clock_ghz, "width": c.width, "source": c.source}

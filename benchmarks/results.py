@@ -14,8 +14,9 @@ import numpy as np
 
 from benchmarks import sysinfo
 from exporter.quality import Scorer, fidelity, noise_yardstick
+from runtime import results as formats
 
-SCHEMA = 1
+SCHEMA = formats.SCHEMA
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "measured"  # the tables docs/*.md link to
 BASELINES = ("pytorch-fp32", "ort-fp32")  # ratios and fidelity are to the first of these that ran
 
@@ -188,14 +189,12 @@ def dumps(results: dict) -> str:
 
 
 def load_results(path: Path) -> dict:
-    """A results.json written by this benchmark (e.g. on another machine), for --compare."""
+    """A results.json written by this benchmark (e.g. on another machine), for --compare: read as every results
+    file is (runtime/results.py: the device benchmark reads the same files)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = formats.load(path)
+    except ValueError as exc:
         raise ValueError(f"{path} is not a results.json: {exc}") from exc
-    if not isinstance(data, dict) or "contenders" not in data or data.get("schema") != SCHEMA:
+    if formats.kind(data) != formats.BENCHMARK:
         raise ValueError(f"{path} is not a results.json written by python -m benchmarks.run (schema {SCHEMA})")
-    data["source"] = str(path)
     return data

@@ -1,4 +1,5 @@
-"""``python -m exporter {export,quantize,variants,split,text-model,import-piper}`` (also ``vits-edge-export``).
+"""``python -m exporter {export,quantize,variants,split,text-model,import-piper,piper-voice}``
+(also ``vits-edge-export``).
 
 Each command imports what it needs when it runs: export needs torch and TTS, the others onnx, and either takes
 seconds to import, which ``--help`` and a mistyped command should not wait for.
@@ -53,6 +54,14 @@ def _cmd_import_piper(args: argparse.Namespace) -> None:
 
     out = import_piper(args.voice, args.out_dir, force=args.force)
     print(f"wrote {out / 'config.json'} and {out / 'model.pth'}")
+
+
+def _cmd_piper_voice(args: argparse.Namespace) -> None:
+    from exporter.piper_voice import write_piper_voice
+
+    model, config, tokens = write_piper_voice(args.voice_dir, args.out, args.model)
+    print(f"wrote {model} and {config}: a Piper voice (piper-tts, Home Assistant's Piper add-on, wyoming-piper; "
+          f"`piper -m {model} -f out.wav` speaks it), and {tokens} for sherpa-onnx")
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
@@ -152,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("out_dir", type=Path, help="output folder (config.json + model.pth)")
     imp.add_argument("--force", action="store_true", help="replace an existing output folder")
     imp.set_defaults(func=_cmd_import_piper)
+
+    pip = sub.add_parser("piper-voice", help="write a model of a voice folder as a Piper voice: NAME.onnx and "
+                         "NAME.onnx.json in Piper's config schema")
+    pip.add_argument("voice_dir", type=Path, help="exported voice folder")
+    pip.add_argument("--model", help="which model of the folder (default: the one it speaks on every CPU, e.g. "
+                     "model.auto.onnx)")
+    pip.add_argument("--out", type=Path, required=True, help="the Piper voice to write, NAME.onnx")
+    pip.set_defaults(func=_cmd_piper_voice)
     return parser
 
 

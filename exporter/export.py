@@ -16,6 +16,7 @@ from exporter.checkpoint import load_voice
 from exporter.errors import ExportError
 from exporter.io import atomic_dir
 from exporter.onnx_export import ExportSpec, export_onnx
+from exporter.piper_voice import PIPER_KEY, original_config
 from exporter.sidecar import build_sidecar, metadata_props, tokenizer_spec
 from exporter.split import architecture_from_graph, architecture_from_vits
 from exporter.verify import as_records, check_frontend, verify
@@ -93,6 +94,9 @@ def export_voice(config_path: Path, checkpoint_path: Path, out_dir: Path, *, for
         export_onnx(loaded.model, onnx_path, spec, loaded.d_vectors)
         num_parameters = _graph_parameters(onnx_path)
         sidecar = build_sidecar(loaded, num_parameters=num_parameters, spec=spec)
+        piper = original_config(config_path)
+        if piper is not None:  # an imported Piper voice: piper-voice gives it back its own config
+            sidecar[PIPER_KEY] = piper
         _annotate(onnx_path, metadata_props(sidecar))
         logger.info("verifying onnxruntime against PyTorch")
         checks = verify(loaded, onnx_path)

@@ -48,6 +48,7 @@ from onnx import numpy_helper
 
 from exporter.errors import ExportError
 from exporter.io import atomic_dir
+from exporter.piper_voice import PIPER_CONFIG
 from exporter.tts_compat import ensure_tts_importable
 
 logger = logging.getLogger(__name__)
@@ -259,6 +260,8 @@ def import_piper(onnx_path: Path, out_dir: Path, *, force: bool = False) -> Path
     with atomic_dir(out_dir, force=force) as tmp:
         torch.save({"model": state_dict, "unused_in_inference": unused_in_inference}, tmp / "model.pth")
         config.save_json(str(tmp / "config.json"))
+        # Piper's own config, kept: `export` records it in the voice's sidecar, `piper-voice` writes it back
+        (tmp / PIPER_CONFIG).write_text(json.dumps(piper_json, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     logger.info("imported %s: %d tensors from the voice, %d unused-at-inference zeros", onnx_path.name,
                 len(weights), len(unused_in_inference))
     return Path(out_dir)

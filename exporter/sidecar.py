@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from importlib import metadata
 
+from exporter.piper_voice import piper_layout
 from runtime import contract
 
 
@@ -85,10 +86,15 @@ def metadata_props(sidecar: dict) -> dict[str, str]:
         return str(tok[key]["id"]) if tok.get(key) else "0"
 
     phon = tok.get("phonemizer") or {}
+    # sherpa-onnx's Coqui frontend appends a ',' token before eos (csrc/piper-phonemize-lexicon.cc,
+    # CoquiPhonemesToIds: "a longer pause"), so every length differs from ours; its Piper frontend makes exactly
+    # our ids (^ _ p1 _ ... pN _ $) for a tokenizer Piper's layout can express: such voices are tagged Piper.
+    piper_tagged = piper_layout(sidecar)
     props = {
-        # sherpa-onnx (csrc/offline-tts-vits-model.cc) reads these for Coqui VITS models
+        # sherpa-onnx (csrc/offline-tts-vits-model.cc) reads these for VITS models
         "model_type": "vits",
-        "comment": "coqui",
+        "comment": "piper" if piper_tagged else "coqui",
+        **({"voice": phon.get("language") or "", "has_espeak": "1"} if piper_tagged else {}),
         "sample_rate": str(sidecar["audio"]["sample_rate"]),
         "n_speakers": str(len(sidecar["speakers"])),
         "add_blank": str(int(tok["add_blank"])),

@@ -84,3 +84,19 @@ def test_server_without_its_extra_says_how_to_install_it(slim_venv, exported, tm
                               cwd=tmp_path, env=env, timeout=120)
         assert proc.returncode == 2 and "pip install 'vits-edge[server]'" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_device_benchmark_runs_in_slim_venv_on_the_real_voice(slim_venv, real_voice_quantized, tmp_path):
+    """What a Pi owner runs after `pip install vits-edge`: `vits-edge-bench VOICE_DIR`, with onnxruntime and numpy
+    only."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    out = tmp_path / "bench"
+    proc = subprocess.run([str(slim_venv.parent / "vits-edge-bench"), str(real_voice_quantized), "--threads", "1",
+                           "--rounds", "1", "--model", "model.onnx", "--model", "model.auto.onnx", "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert [m["model"] for m in data["models"]] == ["model.onnx", "model.auto.onnx"]
+    assert all(0 < m["rtf"]["1"] < 2 and m["peak_rss_mb"] > 50 for m in data["models"])
+    assert "| model.auto.onnx |" in (out / "report.md").read_text()

@@ -16,6 +16,7 @@ from exporter.pi import cost
 from exporter.pi.counts import count, run_on
 from exporter.pi.emulation import Recipe
 from runtime import contract, cpu
+from runtime.bench import FIRST_AUDIO_TEXT
 from runtime.voice import Voice
 
 # Counted per model: a short and a long sentence (2.6 s and 4.8 s of the built-in voice at zero noise); the plan
@@ -29,10 +30,8 @@ PI_THREADS = 4  # a Pi 4 and a Pi 5 have four cores; onnxruntime uses them all b
 # of the four-thread one (docs/measured/pi.md).
 PLAN_THREADS = 1
 # First audio: a sentence of 10.2 s (the built-in voice at zero noise) spoken as it streams: the frontend on the
-# whole sentence, the flow's first block and the vocoder's first chunk run before the first sample can play
-FIRST_AUDIO_TEXT = ("When the storm had finally passed, the neighbours came out into the street to clear away the "
-                    "fallen branches, check on the old couple at the corner, and share whatever they had left in "
-                    "their kitchens.")
+# whole sentence, the flow's first block and the vocoder's first chunk run before the first sample can play. The
+# device benchmark (runtime/bench.py) times the same sentence on a real device.
 CALIBRATION_POOL_RUNS = 3  # 2-thread counts of the reference: the serial share is their median
 
 
