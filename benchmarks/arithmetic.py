@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 ARITHMETIC = {"Conv", "ConvTranspose", "MatMul", "Gemm", "ConvInteger", "MatMulInteger"}
 INT8_OPS = {"ConvInteger", "MatMulInteger"}
@@ -77,8 +79,6 @@ def macs(model: Path, feeds: list[dict], sample_rate: int) -> dict[str, float]:
 def _gemm_model(size: int, int8: bool) -> bytes:
     """A ``size``³ matrix product with a constant weight: MatMul in fp32, or MatMulInteger (uint8 data, int8
     weight: the dynamic quantizer's pair)."""
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(0)
     if int8:
         weight = numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "w")
@@ -99,8 +99,6 @@ def host_peak(threads: int, size: int = 1024, repeats: int = 7) -> dict[str, flo
     (MLAS): the best of ``repeats`` ``size``³ products in fp32 (MatMul) and in int8 (MatMulInteger). The most a
     model's convolutions and products can reach here, measured rather than read from a data sheet, whose clock a
     virtual machine does not report. fp16 nodes compute in fp32 on x86, so they count against the fp32 peak."""
-    import time
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     peak = {}
@@ -162,7 +160,8 @@ def markdown(limit: dict, labels: dict[str, str]) -> list[str]:
            f"{peak['int8'] / 1e9:.0f} GMAC/s int8. Least RTF: the time the arithmetic takes at that peak; of peak: "
            "least RTF over the measured RTF. The rest of the time goes to what is not a matrix product (activations, "
            "the flow, quantizing and dequantizing) and to kernels short of the peak.", "",
-           "| contender | GMAC per s of audio (fp32 + int8) | least RTF at peak | RTF | of peak |", "|---|---|---|---|---|"]
+           "| contender | GMAC per s of audio (fp32 + int8) | least RTF at peak | RTF | of peak |",
+           "|---|---|---|---|---|"]
     for key, r in limit["rows"].items():
         m = r["macs_per_audio_s"]
         out.append(f"| {labels.get(key, key)} | {(m['fp32'] + m.get('fp16', 0)) / 1e9:.2f} + {m['int8'] / 1e9:.2f} | "
