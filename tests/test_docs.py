@@ -15,7 +15,7 @@ PAGES = [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob
 # an issue's number, a GitHub reference (not Unicode's "UAX #15"), a commit hash
 DIARY = re.compile(r"\b[Ii]ssue \d+|(?<!UAX )#\d{2,}\b|\bcommit [0-9a-f]{7}\b"
                    r"|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")
-SUBCOMMANDS = {"exporter": ("export", "quantize", "variants", "split", "text-model", "import-piper")}
+SUBCOMMANDS = {"exporter": ("export", "quantize", "variants", "split", "text-model", "import-piper", "piper-voice")}
 
 
 def _commands():

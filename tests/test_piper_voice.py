@@ -16,6 +16,7 @@ from exporter.__main__ import main  # noqa: E402
 from runtime.voice import SynthesisConfig, Voice  # noqa: E402
 
 ZERO = SynthesisConfig(noise_scale=0.0, noise_w=0.0)
+HOP = 256  # the built-in voice's samples per frame
 TEXTS = ("Hello world.", "The quick brown fox jumps over the lazy dog, twice!")
 VARIANTS = ("model.onnx", "model.dynamic.onnx", "model.static.onnx", "model.auto.onnx")
 
@@ -168,7 +169,10 @@ def test_wyoming_piper_serves_the_int8_voice_from_its_data_dir(real_voice_quanti
 def test_sherpa_onnx_speaks_every_variant_by_the_exports_metadata(real_voice_quantized, tmp_path):
     """sherpa-onnx (its own onnxruntime) loads fp32, dynamic, static and auto by the metadata the export writes (a
     voice with Piper's token layout is tagged Piper: sherpa-onnx's Coqui frontend adds a ',' token before eos) and the
-    tokens piper-voice writes, and makes our runtime's lengths at zero noise from our phonemes."""
+    tokens piper-voice writes, and makes our runtime's lengths at zero noise from our phonemes: exactly for the
+    models that compute durations in fp32 with fp32 weights; for auto (its text encoder and duration predictor
+    store fp16 weights) sherpa-onnx's own onnxruntime rounds a phoneme's duration a frame apart on some sentences,
+    within the budget's rules (every phoneme within a frame, every length within 1%)."""
     sherpa_onnx = pytest.importorskip("sherpa_onnx")
     import onnx
 
@@ -192,5 +196,9 @@ def test_sherpa_onnx_speaks_every_variant_by_the_exports_metadata(real_voice_qua
             config = sherpa_onnx.GenerationConfig()
             config.silence_scale, config.sid = 1.0, 0  # the model's own pauses
             config.phoneme_codepoints = [[ord(s) for s in ids_to_symbols(ids, sidecar["tokenizer"])]]
-            audio = tts.generate("", config)
-            assert tts.sample_rate == 22050 and len(audio.samples) == len(ours.ids_to_audio(ids, ZERO)), (name, text)
+            audio, mine = tts.generate("", config), ours.ids_to_audio(ids, ZERO)
+            assert tts.sample_rate == 22050, name
+            if name == "model.auto.onnx":
+                assert abs(len(audio.samples) - len(mine)) <= max(HOP, 0.01 * len(mine)), (name, text)
+            else:
+                assert len(audio.samples) == len(mine), (name, text)
