@@ -25,6 +25,7 @@ from benchmarks import arithmetic, progress, report, sysinfo
 from benchmarks import results as res
 from benchmarks.worker import Worker, WorkerError, run_in_process
 from exporter.quant import report as variants_report
+from runtime.config import FP32
 from runtime.voice import Voice
 
 logger = logging.getLogger("benchmarks")
@@ -191,15 +192,12 @@ class Bench:
         self.workers.clear()
 
 
-def zero_noise_feeds(voice_dir: Path, ids: list[list[int]]) -> list[dict]:
-    """The fp32 graph's inputs for each sentence's ids at zero noise (for counting its arithmetic)."""
-    voice = Voice.load(voice_dir, variant="fp32", threads=1)
+def zero_noise_feeds(voice_dir: Path, ids: list[list[int]]) -> tuple[list[dict], int]:
+    """The fp32 graph's inputs for each sentence's ids at zero noise (for counting its arithmetic), and the voice's
+    sample rate."""
+    voice = Voice.load(voice_dir, variant=FP32, threads=1)
     resolved = voice.resolve(noise_scale=0.0, noise_w=0.0)
-    return [resolved.feeds(x) for x in ids]
-
-
-def sample_rate(results: dict) -> int:
-    return next(r["sample_rate"] for r in results["contenders"] if r.get("sample_rate"))
+    return [resolved.feeds(x) for x in ids], voice.sample_rate
 
 
 def measure(args, argv: list[str]) -> dict:
@@ -267,8 +265,8 @@ def measure(args, argv: list[str]) -> dict:
     if not args.skip_quality:
         res.score(results, raw, sentences, args.threads, show)
     show.phase("arithmetic per second of audio, and this machine's peak")
-    results["limit"] = arithmetic.limits(results["contenders"], zero_noise_feeds(args.voice, ids), sample_rate(results),
-                                         args.threads)
+    feeds, rate = zero_noise_feeds(args.voice, ids)
+    results["limit"] = arithmetic.limits(results["contenders"], feeds, rate, args.threads)
     results["machine"] = sysinfo.machine()
     results["git"] = sysinfo.git_revision(Path(__file__).resolve().parent.parent)
     results["other_work_share"] = other_work  # CPU other processes used while we timed, share of all cores

@@ -33,8 +33,7 @@ EXIT_SKIPPED = 77
 def measure(voice: Path, units: list[str], keeps: list[int], target: str, log) -> list[dict]:
     ranker = Ranker(voice, threads=1)
     judged = Comparison(voice, JUDGE_SENTENCES, threads=1 if target != "here" else 2)
-    speed = (estimate.PiSpeed(voice, target, log=lambda line: None) if target != "here"
-             else lambda path: judged.measure(path).speed_vs_fp32)
+    pi = estimate.PiSpeed(voice, target, log=lambda line: None) if target != "here" else None
     out = []
     with tempfile.TemporaryDirectory(prefix="vits-edge-sensitivity-") as tmp:
         tmp = Path(tmp)
@@ -49,9 +48,9 @@ def measure(voice: Path, units: list[str], keeps: list[int], target: str, log) -
                 path = tmp / f"keep{keep}.onnx"
                 build(voice, QuantConfig("sensitivity", ((unit, "qdq+"),), keep_fp32=ranking.top(keep)), path,
                       tmp / "ranges.json")
-                m = judged.measure(path, timed=False)
+                m = judged.measure(path, timed=pi is None)
                 rows.append({"keep": keep, "kept": list(ranking.top(keep)), "logmel_db": m.logmel_db,
-                             "mcd_db": m.mcd_db, "speed_vs_fp32": float(speed(path))})
+                             "mcd_db": m.mcd_db, "speed_vs_fp32": float(m.speed_vs_fp32 if pi is None else pi(path))})
                 log(f"  {unit}, {keep} kept fp32: log-mel {m.logmel_db} dB, MCD {m.mcd_db} dB, "
                     f"{rows[-1]['speed_vs_fp32']:.3f}x fp32")
             out.append({"unit": unit, "ranking": {**ranking.to_dict(), "all": [[n, g] for n, g in ranking.gains]},

@@ -51,6 +51,11 @@ def _sidecar(voice_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _specials(tok: dict) -> set[str]:
+    """The tokenizer's blank, bos, eos and pad symbols (Piper names the first three its own way)."""
+    return {tok[k]["symbol"] for k in ("blank", "bos", "eos", "pad") if tok.get(k)}
+
+
 def cannot_express(sidecar: dict) -> str | None:
     """Why Piper's config cannot say how this voice's tokenizer makes ids; None when it can."""
     tok = sidecar["tokenizer"]
@@ -66,8 +71,7 @@ def cannot_express(sidecar: dict) -> str | None:
         return f"its phonemizer is {phonemizer.get('name')!r}; Piper phonemizes with espeak-ng only"
     if tok["add_blank"] and not tok.get("blank"):
         return "it adds a blank between symbols but names none"
-    specials = {tok[k]["symbol"] for k in ("blank", "bos", "eos") if tok.get(k)}
-    ordinary = [s for s in tok["vocab"] if s not in specials and s != (tok.get("pad") or {}).get("symbol")]
+    ordinary = [s for s in tok["vocab"] if s not in _specials(tok)]
     multi = sorted({s for s in ordinary if len(s) != 1})
     if multi:
         return f"its symbols {multi[:5]} are several characters long; Piper maps one character to an id"
@@ -100,7 +104,7 @@ def config_from_tokenizer(sidecar: dict, name: str) -> dict:
     id_map = {PAD: [tok["blank"]["id"]] if tok["add_blank"] else [],
               BOS: [tok["bos"]["id"]] if tok["use_eos_bos"] and tok.get("bos") else [],
               EOS: [tok["eos"]["id"]] if tok["use_eos_bos"] and tok.get("eos") else []}
-    specials = {tok[k]["symbol"] for k in ("blank", "bos", "eos", "pad") if tok.get(k)}
+    specials = _specials(tok)
     id_map.update({symbol: [index] for symbol, index in ids.items() if symbol not in specials})
     speakers = sidecar.get("speakers") or {}
     return {

@@ -38,10 +38,6 @@ def load(path: str | Path) -> dict:
     return data
 
 
-def _model_name(path: str) -> str:
-    return Path(path).name
-
-
 def rows(data: dict) -> list[dict]:
     """Each measured (or estimated) model of ``data`` at each thread count: ``model`` (file name), ``threads``,
     ``rtf``, ``first_audio_s``, ``peak_rss_mb`` (None where not measured), ``where`` (machine or board) and
@@ -62,7 +58,7 @@ def rows(data: dict) -> list[dict]:
             rtf = ((c.get("speed") or {}).get("rtf") or {}).get("median")
             if not str(c.get("key", "")).startswith("ort-") or not onnx_files or rtf is None:
                 continue  # our runtime's rows: the ones a device runs too
-            out.append({"model": _model_name(onnx_files[0]), "threads": threads, "rtf": rtf,
+            out.append({"model": Path(onnx_files[0]).name, "threads": threads, "rtf": rtf,
                         "first_audio_s": (c.get("ttfa_s") or {}).get("median"), "peak_rss_mb": c.get("peak_rss_mb"),
                         "where": machine.get("cpu"), "estimate": False})
     else:

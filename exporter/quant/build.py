@@ -57,9 +57,9 @@ def _build(src: Path, voice_dir: Path, cfg: QuantConfig, dst: Path, cache: Path 
                                 calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),
                                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
                 quantized = onnx.load(str(out))
-                restored = keep_float_inputs(quantized, lambda name: units.get(name, "").startswith(DURATION_UNITS))
-                if restored or cfg.keep_fp32:
-                    bypass(quantized, cfg.keep_fp32)
+                changed = (keep_float_inputs(quantized, lambda name: units.get(name, "").startswith(DURATION_UNITS))
+                           + bypass(quantized, cfg.keep_fp32))
+                if changed:
                     onnx.save(quantized, str(out))
                 current = out
         if dynamic:

@@ -56,9 +56,9 @@ from exporter.quant.plans import COMPUTE, PI_TARGETS, TRAINED, QuantConfig, chec
 from exporter.quant.sensitivity import Ranker, Ranking
 from exporter.quant.units import unit_names
 from exporter.quant.variants import add_pieces, make_default, record
+from runtime import contract, cpu
 
 FINER_KEEP = (2, 4, 8)  # tensors of a stage kept in fp32, tried in turn (each trial listened to: about a minute)
-from runtime import contract, cpu
 
 
 def refine(voice_dir: Path, units: list[str], alone: dict, kept: dict, trial, judge: Judge, tmp: Path, *,
@@ -105,8 +105,7 @@ def refine(voice_dir: Path, units: list[str], alone: dict, kept: dict, trial, ju
 
 
 def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None = None, threads: int = 2,
-           listen: bool = True, report=print, timer=None, finetune_cfg: FinetuneConfig | None = None,
-           finer: bool = True) -> Path:
+           listen: bool = True, report=print, timer=None, finetune_cfg: FinetuneConfig | None = None) -> Path:
     """Write ``voice_dir/model.auto.onnx``: the fastest plan inside ``budget``, then the smallest.
 
     ``finetune_cfg``: decoder stages get a last rung, qdq+ fine-tuned against fp32; every plan
@@ -166,8 +165,8 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
 
         # 1b. Finer units: a decoder stage whose int8 compute broke the budget, ranked tensor by tensor, keeps in
         #     fp32 only the few that make its error (sensitivity.py), if that passes and still pays.
-        rankings = (refine(voice_dir, units, alone, kept, trial, judge, tmp, min_speedup=budget.min_speedup,
-                           threads=threads, report=report) if finer else [])
+        rankings = refine(voice_dir, units, alone, kept, trial, judge, tmp, min_speedup=budget.min_speedup,
+                          threads=threads, report=report)
 
         # 2. int8 compute: treatments that passed alone, the most speed per dB of log-mel first (a
         #    knapsack's greedy order: the budget is what they share); one treatment per unit, kept if

@@ -25,7 +25,6 @@ from exporter.quality import logmel_distance_db
 from exporter.quant.budget import _session as session
 from exporter.quant.calibration import CALIBRATION_SENTENCES
 from exporter.quant.units import node_units
-from runtime import contract
 from runtime.config import FP32
 from runtime.voice import SynthesisConfig, Voice
 
@@ -41,11 +40,10 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return readers
 
 
-def quantized_tensors(model: onnx.ModelProto, unit: str, units: dict[str, str] | None = None) -> list[str]:
+def quantized_tensors(model: onnx.ModelProto, unit: str) -> list[str]:
     """The activations of ``unit`` that pass through a QuantizeLinear/DequantizeLinear pair, in graph order: those
-    read (through the pair) by a node of the unit (or of its sub-units). ``units``: node name -> unit of the
-    float graph the QDQ model was made from (the QDQ model keeps its node names)."""
-    units = node_units(model) if units is None else units
+    read (through the pair) by a node of the unit (or of its sub-units)."""
+    units = node_units(model)
     initializers = {t.name for t in model.graph.initializer}
     readers = _consumers(model)
     found = []
@@ -135,9 +133,7 @@ class Ranker:
     def rank(self, qdq_model: Path, unit: str, option: str, report=print) -> Ranking:
         """Each of ``unit``'s quantized tensors in ``qdq_model`` left in fp32 alone (the rest quantized)."""
         model = onnx.load(str(qdq_model))
-        float_units = node_units(onnx.load(str(self.voice_dir / contract.MODEL_FILE), load_external_data=False))
-        units = {**node_units(model), **float_units}
-        tensors = quantized_tensors(model, unit, units)
+        tensors = quantized_tensors(model, unit)
         whole = self.error_db(model)
         report(f"  ranking {unit}={option}'s {len(tensors)} quantized tensors (log-mel {whole:.3f} dB whole, "
                f"{len(RANK_SENTENCES)} sentences)")
