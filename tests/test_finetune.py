@@ -131,9 +131,9 @@ def test_finetuning_lowers_the_loss_and_writes_the_same_qdq_graph(quantized, tmp
     # onnxruntime still fuses it into int8 kernels: as many QLinearConv as before
     import onnxruntime as ort
 
-    def fused(path: Path) -> int:
+    def fused(path: Path) -> int:  # the optimized graph goes to tmp_path: the voice folder is shared by other tests
         options = ort.SessionOptions()
-        options.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+        options.optimized_model_filepath = str(tmp_path / f"{path.parent.name}.{path.stem}.opt.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)["QLinearConv"]
 
