@@ -8,7 +8,6 @@ seconds to import, which ``--help`` and a mistyped command should not wait for.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import signal
@@ -19,6 +18,7 @@ from exporter.errors import ExportError
 from exporter.pi.emulation import CannotEmulate
 from exporter.quant.plans import ALL_PRESETS, DEFAULT_PRESET, TARGETS
 from runtime import contract
+from runtime.files import EXIT_CANNOT_WRITE, FULL, WriteError
 
 logger = logging.getLogger("exporter")
 EXIT_CANNOT_EMULATE = 77  # as make arm-check: the machine cannot do it, nothing is wrong with the voice
@@ -192,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot emulate a Raspberry Pi here: {exc}", file=sys.stderr)
         return EXIT_CANNOT_EMULATE
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            print(f"error: no space left on the device while writing ({exc}); nothing was written.", file=sys.stderr)
-            return 1
+        if isinstance(exc, WriteError) or exc.errno in FULL:  # (a full disk under a command's own temporary name)
+            named = exc.filename if isinstance(exc, WriteError) else None  # (not a temporary name)
+            where = next(p for p in (named, *(getattr(args, a, None) for a in ("out", "voice_dir", "path", "out_dir")))
+                         if p is not None)
+            print(f"error: {WriteError.of(exc, where)}; nothing was left half-written", file=sys.stderr)
+            return EXIT_CANNOT_WRITE
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

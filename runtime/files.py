@@ -1,17 +1,50 @@
-"""Files that appear complete or not at all, with the permissions a plain ``open()`` would give them; a file's
-hash (what caches of models are keyed by)."""
+"""Files that appear complete or not at all and survive a power cut once written, with the permissions a plain
+``open()`` would give them; an error naming the path when one cannot be written; a file's hash (what caches of
+models are keyed by).
+
+A file is written under a temporary name beside its final one (``.NAME.XXXXXXXX.partial``), flushed and fsynced,
+renamed, and then its folder is fsynced: after a power cut the final name holds the old content or the whole new
+one (a rename without the fsyncs can leave an empty file under it). The temporary is locked (``flock``) while
+its writer lives, so the next writer of the same name can tell a killed writer's leftovers (lock free: removed)
+from another writer's work in progress (locked: left alone)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import glob
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 _UMASK: int | None = None
+EXIT_CANNOT_WRITE = 73  # sysexits.h's EX_CANTCREAT: every command's exit code when its output cannot be written
+_REASONS = {
+    errno.ENOSPC: "no space left on device (free some space and run again)",
+    errno.EDQUOT: "disk quota exceeded (free some space and run again)",
+    errno.EFBIG: "the file is too large for this file system (write it to another one)",
+    errno.EROFS: "the file system is read-only (write somewhere else)",
+    errno.EACCES: "permission denied (write somewhere you may, or change the folder's permissions)",
+    errno.EPERM: "permission denied (write somewhere you may, or change the folder's permissions)",
+}
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # what a write into a file already open fails with
+
+
+class WriteError(OSError):
+    """An output that could not be written (its ``errno`` kept): the message names the path as the user gave it
+    and what to do, e.g. ``cannot write out.wav: no space left on device (free some space and run again)``."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {_REASONS.get(self.errno, self.strerror)}"
+
+    @classmethod
+    def of(cls, exc: OSError, path: str | os.PathLike) -> WriteError:
+        return exc if isinstance(exc, WriteError) else cls(exc.errno, exc.strerror, str(path))
 
 
 def umask() -> int:
@@ -43,21 +76,126 @@ def check_folder(path: Path) -> None:
         raise FileNotFoundError(f"cannot write {path}: the folder {parent} does not exist")
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a folder by name: a folder's fsync makes the names created or renamed in it durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: str | os.PathLike) -> None:
+    """``mkdir -p``, each folder it makes recorded durably in its parent."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    make_dirs(path.parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir()
+        fsync_path(path.parent)
+
+
+def _locked(fd: int) -> bool:
+    """Lock a new temporary for its writer's life; False when a writer cleaning up took it first (and removed it)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return os.fstat(fd).st_nlink > 0
+
+
+def remove_stale(path: str | os.PathLike) -> None:
+    """Remove what killed writers of ``path`` left beside it: ``.NAME.*.partial`` files and folders whose lock is
+    free (a live writer holds its own)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        try:
+            fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                os.unlink(stale)
+        except OSError:  # BlockingIOError: its writer is alive
+            pass
+        finally:
+            os.close(fd)
+
+
+def temporary_dir(path: str | os.PathLike) -> tuple[Path, int]:
+    """A new locked temporary folder beside ``path`` (its stale ones removed first), and the descriptor that
+    holds its lock: close it when the folder is renamed or removed."""
+    path = Path(path)
+    try:
+        remove_stale(path)
+        while True:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+            fd = os.open(tmp, os.O_RDONLY)
+            if _locked(fd):
+                os.chmod(tmp, 0o777 & ~umask())  # as mkdir would make it, not mkdtemp's owner-only 0700
+                return tmp, fd
+            os.close(fd)
+    except OSError as exc:
+        raise WriteError.of(exc, path) from exc
+
+
+class AtomicFile:
+    """A binary file on a locked temporary name beside ``path``: ``commit()`` makes it ``path``, durably;
+    ``abort()`` removes it. ``mkstemp`` creates it readable by its owner only; it gets ``0666 & ~umask`` as
+    ``open()`` would, so a voice copied to a device, or a WAV served by another user, can be read. Errors are
+    ``WriteError``s naming ``path``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        check_folder(self.path)
+        try:
+            remove_stale(self.path)
+            while True:
+                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+                if _locked(fd):
+                    break
+                os.close(fd)
+            self.tmp = Path(tmp)
+            os.fchmod(fd, 0o666 & ~umask())
+            self.file: BinaryIO = os.fdopen(fd, "wb")
+        except OSError as exc:
+            raise WriteError.of(exc, self.path) from exc
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            os.replace(self.tmp, self.path)
+            self.file.close()  # (the lock goes with it)
+            fsync_path(self.path.parent)
+        except OSError as exc:
+            self.abort()
+            raise WriteError.of(exc, self.path) from exc
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):  # (a full disk fails the flush of what is left: nothing to keep)
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file on a temporary name beside ``path`` that becomes ``path`` only if the block succeeds.
-
-    ``mkstemp`` creates it readable by its owner only; it gets ``0666 & ~umask`` as ``open()`` would, so a
-    voice copied to a device, or a WAV served by another user, can be read."""
-    path = Path(path)
-    check_folder(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    """An ``AtomicFile`` as a block: ``path`` appears, complete and durable, only if the block succeeds. A full
+    disk inside the block (a write's ENOSPC, which names no file) is a ``WriteError`` naming ``path``."""
+    out = AtomicFile(path)
     try:
-        os.fchmod(fd, 0o666 & ~umask())
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        yield out.file
+    except OSError as exc:
+        out.abort()
+        if exc.errno in FULL and exc.filename in (None, str(out.tmp)):
+            raise WriteError.of(exc, out.path) from exc
         raise
+    except BaseException:
+        out.abort()
+        raise
+    out.commit()

@@ -22,11 +22,13 @@ from pathlib import Path
 from runtime.alignment import Timeline
 from runtime.chunking import STREAM, WHOLE, ChunkingError, Schedule
 from runtime.config import FP32, NothingToSay, UsageError, VoiceError, add_synthesis_flags, synthesis_from_args
-from runtime.files import atomic_open, check_folder
+from runtime.files import EXIT_CANNOT_WRITE, FULL, WriteError, atomic_open, check_folder
 from runtime.voice import Voice
 
 EXIT_USAGE = 2  # bad input: empty text, text that is not UTF-8, a flag's value (UsageError, NothingToSay)
 EXIT_ERROR = 1  # the voice cannot be loaded or used as asked (VoiceError), a file that is not there
+# EXIT_CANNOT_WRITE (73): an output cannot be written (a full disk, a read-only or unwritable folder); nothing is
+# left half-written under its name
 
 logger = logging.getLogger("runtime")
 
@@ -135,8 +137,13 @@ def run(args: argparse.Namespace) -> int:
     if args.output_raw:
         out = sys.stdout.buffer
         for chunk in chunks:
-            out.write(chunk.pcm16())
-            out.flush()
+            try:
+                out.write(chunk.pcm16())
+                out.flush()
+            except OSError as exc:
+                if exc.errno in FULL:  # stdout redirected to a file on a full disk
+                    raise WriteError.of(exc, "standard output") from exc
+                raise
             if timings is not None:
                 timings(chunk)
             logger.debug("%.2f s of audio for %r (sample %d)", chunk.seconds, chunk.text, chunk.offset)
@@ -160,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, NothingToSay) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_WRITE
     except (VoiceError, FileNotFoundError, ValueError) as exc:
         if args.debug:
             raise

@@ -16,12 +16,15 @@ item's noise comes from its id, so the result is the uninterrupted run's.
 Where: on Ray Data when Ray is installed (the ``cluster`` extra): a local instance, or the cluster at
 ``--address``; else (or with ``--backend local``) on this machine's processes.
 
-Exit status: 0 every item spoken, 1 some failed (see errors.jsonl), 2 the job could not start.
+Exit status: 0 every item spoken, 1 some failed (see errors.jsonl), 2 the job could not start, 73 its output
+could not be written (a full disk, a read-only or unwritable folder: the same command resumes once it can be),
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -29,8 +32,9 @@ import time
 from pathlib import Path
 
 from runtime.batch import cluster, local
-from runtime.batch.jobs import FATAL, ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
+from runtime.batch.jobs import FATAL, UNWRITABLE, ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
 from runtime.config import UsageError, VoiceError, add_synthesis_flags, read_sidecar, resolve, synthesis_from_args
+from runtime.files import EXIT_CANNOT_WRITE, WriteError, make_dirs
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 logger = logging.getLogger("runtime.batch")
@@ -146,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
         models = {name: resolve(Path(path), args.variant)[0].name for name, path in voices.items()}
     except (OSError, ValueError) as exc:
         raise JobError(f"{exc}") from exc
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        make_dirs(args.out)
+    except OSError as exc:
+        raise WriteError.of(exc, args.out) from exc
     manifest = Manifest(args.out)
     todo = [item for item in items if item["id"] not in manifest.done]
     job = {"voices": voices, "out": str(args.out.resolve()), "alignments": args.alignments,
@@ -161,27 +168,39 @@ def run(args: argparse.Namespace) -> int:
         workers, threads = shape(args.workers, args.threads, [os.cpu_count() or 1])
         rows = local.run(todo, **job, workers=workers, threads=threads)
         where = "local worker processes"
-    errors = ErrorLog(args.out)  # rewritten once the job can start: a failed start keeps the last run's record
-    for record in bad_lines:
-        errors.add(record)
+    try:
+        errors = ErrorLog(args.out)  # rewritten once the job can start: a failed start keeps the last run's record
+    except BaseException:
+        manifest.close()
+        raise
     logger.warning("%d items, %d already in %s, %d to speak (%d %s x %d threads; %s)", len(items),
                    len(items) - len(todo), manifest.path, len(todo), workers, where, threads,
                    ", ".join(f"{name}: {model}" for name, model in models.items()))
     progress = Progress(len(todo), len(items) - len(todo), lambda line: print(line, file=sys.stderr, flush=True))
     start = time.monotonic()
     try:
+        for record in bad_lines:
+            errors.add(record)
         for row in rows:
             if FATAL in row:
                 hint = " (on a cluster, every node needs the voices at the same path)" if backend == "ray" else ""
                 raise JobError(f"a worker could not load the voices: {row[FATAL]}{hint}")
+            if UNWRITABLE in row:  # a full disk: every item after it would fail the same way
+                number, path = row[UNWRITABLE]
+                raise WriteError(number, os.strerror(number), args.out / path)
             if "error" in row:
                 errors.add(row)
                 progress.tick(False)
             elif manifest.add(row):
                 progress.tick(True)
-    finally:
-        manifest.close()
-        errors.close()
+    except BaseException:
+        with contextlib.suppress(OSError):  # what stopped the job is the error to report
+            manifest.close()
+        with contextlib.suppress(OSError):
+            errors.close()
+        raise
+    manifest.close()
+    errors.close()
     print(f"{progress.done - progress.failed} spoken, {errors.count} failed or bad, in {time.monotonic() - start:.1f} s "
           f"({progress.rate:.2f} items/s); manifest: {manifest.path}", file=sys.stderr)
     return EXIT_FAILED if errors.count else 0
@@ -195,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WriteError as exc:
+        print(f"error: {exc}; the items spoken so far are in the manifest: the same command resumes",
+              file=sys.stderr)
+        return EXIT_CANNOT_WRITE
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@ once, the errors file, and the synthesis of one item (the same function on a loc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from runtime.alignment import Timeline
 from runtime.config import SynthesisConfig, VoiceError
+from runtime.files import AtomicFile, WriteError, fsync_path, make_dirs
 from runtime.voice import Voice
 
 SCALES = SynthesisConfig.SCALES
@@ -151,59 +153,87 @@ def read_input(path: Path) -> tuple[list[tuple[int, dict]], list[dict]]:
 
 
 class Manifest:
-    """``manifest.jsonl``: one line per finished item, appended (and flushed) as each finishes; the commit record
-    of a WAV, written after it. A re-run reads the ids in it and skips them; a torn last line (a kill while
-    writing) is cut off first. Only the driver writes it."""
+    """``manifest.jsonl``: one line per finished item, appended as each finishes (fsynced at most a second apart
+    and at the end); the commit record of a WAV, written after the WAV is complete and durable. A re-run reads the
+    ids in it and skips them; a torn last line (a kill while writing) is cut off first, and a line that does not
+    fit on the disk is taken back at once. Only the driver writes it."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / MANIFEST
         self.done: set[str] = set()
-        if self.path.is_file():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                data = data[: data.rfind(b"\n") + 1]
-                with open(self.path, "r+b") as f:
-                    f.truncate(len(data))
-            for line in data.decode("utf-8").splitlines():
-                if line.strip():
-                    self.done.add(json.loads(line)["id"])
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self.failed = False
+        try:
+            if self.path.is_file():
+                data = self.path.read_bytes()
+                if data and not data.endswith(b"\n"):
+                    data = data[: data.rfind(b"\n") + 1]
+                    os.truncate(self.path, len(data))
+                for line in data.decode("utf-8").splitlines():
+                    if line.strip():
+                        self.done.add(json.loads(line)["id"])
+            created = not self.path.exists()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            if created:
+                fsync_path(self.path.parent)
+        except OSError as exc:
+            raise WriteError.of(exc, self.path) from exc
+        self._size = os.fstat(self._fd).st_size
         self._synced = time.monotonic()
 
     def add(self, row: dict) -> bool:
         """Record ``row``; False (nothing written) when its id is already recorded (a retried task)."""
         if row["id"] in self.done:
             return False
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        if time.monotonic() - self._synced > 1.0:
-            os.fsync(self._file.fileno())
-            self._synced = time.monotonic()
+        line = memoryview((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        try:
+            while line:
+                line = line[os.write(self._fd, line):]
+            if time.monotonic() - self._synced > 1.0:
+                os.fsync(self._fd)
+                self._synced = time.monotonic()
+        except OSError as exc:
+            self.failed = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)  # no torn line, and the space it took back
+            raise WriteError.of(exc, self.path) from exc
+        self._size = os.fstat(self._fd).st_size
         self.done.add(row["id"])
         return True
 
     def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            if not self.failed:
+                raise WriteError.of(exc, self.path) from exc
+        finally:
+            os.close(self._fd)
 
 
 class ErrorLog:
     """``errors.jsonl``: bad input lines and items that could not be spoken, with the reason; rewritten by each
-    run (a re-run retries the failed items)."""
+    run (a re-run retries the failed items), whole: it replaces the last run's when the job ends (``close``), or is
+    dropped when it cannot be written."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / ERRORS
-        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._out = AtomicFile(self.path)
         self.count = 0
+        self.failed = False
 
     def add(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        try:
+            self._out.file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        except OSError as exc:
+            self.failed = True
+            raise WriteError.of(exc, self.path) from exc
         self.count += 1
 
     def close(self) -> None:
-        self._file.close()
+        if self.failed:
+            self._out.abort()
+        else:
+            self._out.commit()
 
 
 def shape(workers: int | None, threads: int | None, node_cpus: list[int]) -> tuple[int, int]:
@@ -244,6 +274,7 @@ class Progress:
 
 # -- the work of one item, in a worker (a local process or a Ray actor) ------------------------------------------
 FATAL = "fatal"  # a result row's key when its worker could not load the voices: the driver stops the job
+UNWRITABLE = "unwritable"  # ... when its WAV could not be written (a full disk): the driver stops the job too
 
 
 class Speaker:
@@ -269,9 +300,12 @@ class Speaker:
 
     def __call__(self, item: dict) -> dict:
         """A manifest row for ``item`` (its WAV written atomically), or ``{"id", "error"}``: never raises for a
-        bad item, so one bad item never stops a worker."""
+        bad item, so one bad item never stops a worker. A WAV that cannot be written is no fault of the item's
+        (``UNWRITABLE``: its errno and path, for the driver's message)."""
         try:
             return self._speak(Item.from_row(item))
+        except WriteError as exc:
+            return {"id": item["id"], "error": str(exc), UNWRITABLE: [exc.errno, Item.from_row(item).wav_path()]}
         except (VoiceError, ValueError, OSError) as exc:
             return {"id": item["id"], "error": f"{type(exc).__name__}: {exc}"}
 
@@ -283,7 +317,10 @@ class Speaker:
         if not item.text.strip():
             raise VoiceError("empty text")
         path = self.out / item.wav_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            make_dirs(path.parent)
+        except OSError as exc:
+            raise WriteError.of(exc, path) from exc
         # noise drawn from the id: a retried or resumed item is the same audio as in an uninterrupted run
         syn = dataclasses.replace(item.syn, seed=hash_id(item.id) % 2**31)
         used = voice.resolve(syn).syn  # what was used, where the item left it to the voice
