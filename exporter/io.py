@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from exporter.errors import ExportError
-from runtime.files import FULL, WriteError, atomic_open, fsync_path, make_dirs, temporary_dir
+from runtime.files import FULL, WriteError, atomic_open, fault_point, fsync_path, make_dirs, temporary_dir
 
 
 @contextlib.contextmanager
@@ -45,16 +45,21 @@ def atomic_dir(out_dir: Path, *, force: bool = False) -> Iterator[Path]:
             raise WriteError.of(exc, out_dir / name[len(str(tmp)) + 1:] if name.startswith(str(tmp)) else out_dir) \
                 from exc
         try:
+            fault_point("write")
             for folder, _, files in os.walk(tmp, topdown=False):
                 for name in files:
                     fsync_path(os.path.join(folder, name))
                 fsync_path(folder)
             if out_dir.exists():
+                fault_point("replace")
                 os.replace(out_dir, old)
+                fault_point("replace")
                 os.replace(tmp, out_dir)
                 shutil.rmtree(old, ignore_errors=True)
             else:
+                fault_point("replace")
                 os.replace(tmp, out_dir)
+            fault_point("renamed")
             fsync_path(out_dir.parent)
         except OSError as exc:
             raise WriteError.of(exc, out_dir) from exc

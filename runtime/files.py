@@ -17,6 +17,7 @@ import glob
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,27 @@ def make_dirs(path: str | os.PathLike) -> None:
         fsync_path(path.parent)
 
 
+_reached: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """A test hook where a durable write can be cut: with ``VITS_EDGE_KILL_AT=NAME:N`` in the environment the
+    process SIGKILLs itself the Nth time it reaches the point ``NAME`` (``N`` alone: the Nth point of any name).
+    The points: ``write`` (the temporary holds its data, not yet synced), ``replace`` (synced, just before a
+    rename), ``renamed`` (renamed, its folder not yet synced), ``append`` (before a line is appended to a
+    log such as the batch job's manifest). Unset, as everywhere but in tests, it costs one lookup."""
+    spec = os.environ.get("VITS_EDGE_KILL_AT")
+    if not spec:
+        return
+    point, _, nth = spec.rpartition(":")
+    if point and point != name:
+        return
+    key = point or "*"
+    _reached[key] = _reached.get(key, 0) + 1
+    if _reached[key] == int(nth):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _locked(fd: int) -> bool:
     """Lock a new temporary for its writer's life; False when a writer cleaning up took it first (and removed it)."""
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -164,10 +186,13 @@ class AtomicFile:
 
     def commit(self) -> None:
         try:
+            fault_point("write")
             self.file.flush()
             os.fsync(self.file.fileno())
+            fault_point("replace")
             os.replace(self.tmp, self.path)
             self.file.close()  # (the lock goes with it)
+            fault_point("renamed")
             fsync_path(self.path.parent)
         except OSError as exc:
             self.abort()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from runtime.alignment import Timeline
 from runtime.config import SynthesisConfig, VoiceError
-from runtime.files import AtomicFile, WriteError, fsync_path, make_dirs
+from runtime.files import AtomicFile, WriteError, fault_point, fsync_path, make_dirs
 from runtime.voice import Voice
 
 SCALES = SynthesisConfig.SCALES
@@ -185,6 +185,7 @@ class Manifest:
         if row["id"] in self.done:
             return False
         line = memoryview((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        fault_point("append")
         try:
             while line:
                 line = line[os.write(self._fd, line):]
