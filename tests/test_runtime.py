@@ -132,6 +132,17 @@ def test_out_of_vocabulary_dropped_with_one_warning(exported, caplog):
     assert sum("☃" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_espeak_ngs_own_messages_go_to_the_debug_log_not_to_stderr(exported, capfd, caplog):
+    """espeak-ng prints "espeak: No envelope" for this text from inside the library (fprintf to C's stderr): a
+    program using the Voice API (a server, a batch job) gets it in its debug log, and nothing on descriptor 2."""
+    voice = Voice.load(exported("phoneme"))
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="runtime.text"):
+        voice.text_to_ids("\u2591\u0a1d")
+    assert capfd.readouterr().err == ""
+    assert any("No envelope" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+
+
 # -- bad voice files ---------------------------------------------------------------------------------
 
 def test_missing_and_corrupt_voice_files(exported, tmp_path):

@@ -10,12 +10,24 @@ initialize with the data path, synchronous output, the voice by name, the phonem
 the trace from a memory stream. tests/test_frontend_parity.py holds it to the program's output on
 hundreds of strings. The library keeps global state, so calls take a lock; a process uses one data
 folder (another one, or no library, falls back to the program).
+
+espeak-ng prints its own complaints on odd input ("espeak: No envelope" for '░ਝ') with ``fprintf(stderr,
+...)``, and its API has no hook for them (``espeak_ng_PrintStatusCodeMessage`` reports only the status codes the
+calls return). They are not the user's news, and a server's or batch job's stderr is its log, so for the length of
+a call C's ``stderr`` (the FILE pointer, not file descriptor 2) points at a memory stream, whose lines go to the
+debug log (``runtime.text``), as the program's captured stderr does. Descriptor 2 is not redirected: Python's
+own writes and logging from every thread, and C++'s ``std::cerr`` (bound to the FILE it had at start), still reach
+stderr during a call; only C code of another thread printing through ``stderr`` in those milliseconds would land
+in the debug log instead. Outside glibc (whose ``stderr`` is a variable; musl's is constant) the messages stay on
+stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import threading
 
@@ -34,6 +46,7 @@ class _Voice(ctypes.Structure):  # espeak_VOICE
 
 _LOCK = threading.Lock()
 _STATE: dict = {}
+logger = logging.getLogger("runtime.text")
 
 
 def parse(args: list[str]) -> tuple[str, int, int] | None:
@@ -83,6 +96,34 @@ class _Library:
         self._callback = _SYNTH_CALLBACK(lambda wav, samples, events: 0)  # no audio wanted (the program's -q)
         lib.espeak_SetSynthCallback(self._callback)
         self.lib, self.libc, self.data, self.voice = lib, libc, data, None
+        self.stderr = None  # C's stderr, while a call runs pointed at a memory stream (see the module's docstring)
+        with contextlib.suppress(ValueError, OSError):
+            if os.confstr("CS_GNU_LIBC_VERSION"):
+                self.stderr = ctypes.c_void_p.in_dll(ctypes.CDLL(None), "stderr")
+
+    @contextlib.contextmanager
+    def _messages_to_debug_log(self):
+        if self.stderr is None:
+            yield
+            return
+        buffer, size = ctypes.c_void_p(), ctypes.c_size_t()
+        stream = self.libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+        if not stream:
+            yield
+            return
+        saved, self.stderr.value = self.stderr.value, stream
+        try:
+            yield
+        finally:
+            self.stderr.value = saved
+            self.libc.fclose(stream)
+            try:
+                messages = ctypes.string_at(buffer, size.value).decode("utf-8", errors="replace")
+            finally:
+                self.libc.free(buffer)
+            for line in messages.splitlines():
+                if line.strip():
+                    logger.debug("espeak-ng: %s", line.strip())
 
     def run(self, voice: str, options: int, separator: int, text: str) -> list[str]:
         lib, libc = self.lib, self.libc
@@ -101,7 +142,9 @@ class _Library:
         try:
             lib.espeak_SetPhonemeTrace(options | (separator << 8), stream)
             data = text.encode("utf-8", errors="replace")
-            lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _PHONEMES | _ENDPAUSE, None, None)
+            with self._messages_to_debug_log():
+                lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _PHONEMES | _ENDPAUSE, None,
+                                 None)
             lib.espeak_SetPhonemeTrace(0, None)
         finally:
             libc.fclose(stream)
