@@ -7,9 +7,17 @@ DURATION_UNITS = ("text_encoder", "duration_predictor")  # they decide every out
 
 
 def node_units(model) -> dict[str, str]:
-    """Node name -> unit. Decoder stages are cut at each upsampler (graph order is topological):
-    ``decoder.0`` holds conv_pre and the first stage; conv_post is ``decoder.post``."""
-    units, stage = {}, 0
+    """Node name -> unit. Decoder stages are cut at each upsampler: ``decoder.0`` holds conv_pre and the first
+    stage; conv_post is ``decoder.post``. A stage is read from the module names (``ups.N``, ``resblocks.K``: the
+    stage's kernels), and a node without one (a LeakyRelu, an Add, a Div, a Quantize/Dequantize pair) takes its
+    inputs' stage: onnxruntime's quantizer reorders nodes (conv_pre came last in a QDQ graph), so graph order is
+    not the stage."""
+    units: dict[str, str] = {}
+    decoder = [n for n in model.graph.node if n.name.startswith("/waveform_decoder")]
+    ups = {int(n.name.split("/ups.")[1].split("/")[0]) for n in decoder if n.name.startswith("/waveform_decoder/ups.")}
+    blocks = {int(n.name.split("/resblocks.")[1].split("/")[0]) for n in decoder
+              if n.name.startswith("/waveform_decoder/resblocks.")}
+    kernels = max(1, len(blocks) // max(1, len(ups)))
     for node in model.graph.node:
         name = node.name
         if name.startswith("/text_encoder/encoder/ffn_layers"):
@@ -20,10 +28,27 @@ def node_units(model) -> dict[str, str]:
             units[name] = "duration_predictor"
         elif name.startswith("/flow"):
             units[name] = "flow"
-        elif name.startswith("/waveform_decoder"):
-            if name.startswith("/waveform_decoder/ups."):  # the ConvTranspose, or its polyphase form
-                stage = int(name.split("/ups.")[1].split("/")[0])
-            units[name] = f"decoder.{stage}"
+        elif name.startswith("/waveform_decoder/ups."):  # the ConvTranspose, or its polyphase form
+            units[name] = f"decoder.{int(name.split('/ups.')[1].split('/')[0])}"
+        elif name.startswith("/waveform_decoder/resblocks."):
+            units[name] = f"decoder.{int(name.split('/resblocks.')[1].split('/')[0]) // kernels}"
+        elif name.startswith("/waveform_decoder/conv_pre"):
+            units[name] = "decoder.0"
+    producers = {out: n for n in model.graph.node for out in n.output}
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    for node in decoder:  # graph order is topological: a node's producers come first
+        if node.name not in units:
+            stages = [units.get(producers[i].name) for i in node.input if i in producers]
+            stages = [s for s in stages if s and s.startswith("decoder.")]
+            if stages:
+                units[node.name] = max(stages, key=lambda s: int(s.split(".")[1]))
+    for node in decoder:  # constants: their reader's stage
+        if node.name not in units:
+            stages = [units.get(r.name) for o in node.output for r in readers.get(o, [])]
+            units[node.name] = next((s for s in stages if s), "decoder.0")
     # conv_post (the most sensitive layer: it makes the waveform) and what follows it are their own unit;
     # so is the LeakyRelu feeding it.
     post = [n for n in model.graph.node if n.name.startswith("/waveform_decoder/conv_post")]
