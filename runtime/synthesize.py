@@ -23,12 +23,15 @@ from runtime.alignment import Timeline
 from runtime.chunking import STREAM, WHOLE, ChunkingError, Schedule
 from runtime.config import FP32, NothingToSay, UsageError, VoiceError, add_synthesis_flags, synthesis_from_args
 from runtime.files import EXIT_CANNOT_WRITE, FULL, WriteError, atomic_open, check_folder
+from runtime.signals import Interrupted, interruptible
 from runtime.voice import Voice
 
 EXIT_USAGE = 2  # bad input: empty text, text that is not UTF-8, a flag's value (UsageError, NothingToSay)
 EXIT_ERROR = 1  # the voice cannot be loaded or used as asked (VoiceError), a file that is not there
 # EXIT_CANNOT_WRITE (73): an output cannot be written (a full disk, a read-only or unwritable folder); nothing is
 # left half-written under its name
+# 130 (SIGINT), 143 (SIGTERM): stopped by the signal; an output not yet complete is not written, and no temporary
+# is left beside it
 
 logger = logging.getLogger("runtime")
 
@@ -163,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run(args)
+        with interruptible():
+            return run(args)
+    except Interrupted as exc:
+        return exc.exit_code
     except (UsageError, NothingToSay) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -177,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. piped into `head` or an aplay that quit
         return 0
-    except KeyboardInterrupt:
-        return 130
 
 
 if __name__ == "__main__":

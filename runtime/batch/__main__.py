@@ -18,7 +18,8 @@ Where: on Ray Data when Ray is installed (the ``cluster`` extra): a local instan
 
 Exit status: 0 every item spoken, 1 some failed (see errors.jsonl), 2 the job could not start, 73 its output
 could not be written (a full disk, a read-only or unwritable folder: the same command resumes once it can be),
-130 interrupted.
+130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: the items in flight are abandoned (no half WAV is left),
+the manifest keeps every item spoken before, and the same command resumes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from runtime.batch import cluster, local
 from runtime.batch.jobs import FATAL, UNWRITABLE, ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
 from runtime.config import UsageError, VoiceError, add_synthesis_flags, read_sidecar, resolve, synthesis_from_args
 from runtime.files import EXIT_CANNOT_WRITE, WriteError, make_dirs
+from runtime.signals import Interrupted, interruptible, take_back
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 logger = logging.getLogger("runtime.batch")
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
            "variant": args.variant, "batch_size": args.batch_size}
     if backend == "ray" and todo:  # nothing left to speak: no Ray to start
         ray = cluster.connect(args.address)
+        take_back()  # ray.init's own SIGTERM handler exits at once: the job stops as on this machine instead
         nodes = cluster.node_cpus(ray)
         workers, threads = shape(args.workers, args.threads, nodes)
         rows = cluster.run(todo, **job, workers=workers, threads=threads, ray=ray)
@@ -194,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
             elif manifest.add(row):
                 progress.tick(True)
     except BaseException:
+        with contextlib.suppress(Exception):  # the workers stopped first: nothing is written after the manifest
+            rows.close()
         with contextlib.suppress(OSError):  # what stopped the job is the error to report
             manifest.close()
         with contextlib.suppress(OSError):
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
     try:
-        return run(args)
+        with interruptible():
+            return run(args)
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -218,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}; the items spoken so far are in the manifest: the same command resumes",
               file=sys.stderr)
         return EXIT_CANNOT_WRITE
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+    except Interrupted as exc:
+        print(f"stopped by {exc.name}: the items spoken so far are in the manifest; run the same command again to "
+              "resume", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 from runtime.alignment import Timeline
 from runtime.config import SynthesisConfig, VoiceError
 from runtime.files import AtomicFile, WriteError, fault_point, fsync_path, make_dirs
+from runtime.signals import deferred
 from runtime.voice import Voice
 
 SCALES = SynthesisConfig.SCALES
@@ -156,7 +157,8 @@ class Manifest:
     """``manifest.jsonl``: one line per finished item, appended as each finishes (fsynced at most a second apart
     and at the end); the commit record of a WAV, written after the WAV is complete and durable. A re-run reads the
     ids in it and skips them; a torn last line (a kill while writing) is cut off first, and a line that does not
-    fit on the disk is taken back at once. Only the driver writes it."""
+    fit on the disk is taken back at once; a SIGTERM or SIGINT waits for the line being written. Only the driver
+    writes it."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / MANIFEST
@@ -186,19 +188,20 @@ class Manifest:
             return False
         line = memoryview((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
         fault_point("append")
-        try:
-            while line:
-                line = line[os.write(self._fd, line):]
-            if time.monotonic() - self._synced > 1.0:
-                os.fsync(self._fd)
-                self._synced = time.monotonic()
-        except OSError as exc:
-            self.failed = True
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)  # no torn line, and the space it took back
-            raise WriteError.of(exc, self.path) from exc
-        self._size = os.fstat(self._fd).st_size
-        self.done.add(row["id"])
+        with deferred():  # a SIGTERM or SIGINT (the job stops) comes after the whole line, never in its middle
+            try:
+                while line:
+                    line = line[os.write(self._fd, line):]
+                if time.monotonic() - self._synced > 1.0:
+                    os.fsync(self._fd)
+                    self._synced = time.monotonic()
+            except OSError as exc:
+                self.failed = True
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)  # no torn line, and the space it took back
+                raise WriteError.of(exc, self.path) from exc
+            self._size = os.fstat(self._fd).st_size
+            self.done.add(row["id"])
         return True
 
     def close(self) -> None:
@@ -223,12 +226,13 @@ class ErrorLog:
         self.failed = False
 
     def add(self, record: dict) -> None:
-        try:
-            self._out.file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        except OSError as exc:
-            self.failed = True
-            raise WriteError.of(exc, self.path) from exc
-        self.count += 1
+        with deferred():  # a whole record, whatever signal comes
+            try:
+                self._out.file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            except OSError as exc:
+                self.failed = True
+                raise WriteError.of(exc, self.path) from exc
+            self.count += 1
 
     def close(self) -> None:
         if self.failed:

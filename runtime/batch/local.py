@@ -2,32 +2,75 @@
 
 A worker that dies (killed, out of memory) breaks the pool: a new pool is started and every item not yet in the
 manifest is sent again. An item that was being spoken when workers died three times is recorded as an error (it
-may be what kills them), so a job always ends."""
+may be what kills them), so a job always ends.
+
+Stopped (SIGTERM or SIGINT in the driver, ``Interrupted``): the batches in flight are abandoned, not waited for
+(a batch is several items; the next run speaks them again). The driver cancels what is queued and sends each
+worker SIGTERM; a worker writing a WAV lets the exception run through ``atomic_open`` (its temporary is removed)
+and exits, an idle one exits at once. Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the
+driver alone decides how the job stops."""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from runtime.batch.jobs import FATAL, Speaker
+from runtime.signals import Interrupted
 
 logger = logging.getLogger("runtime.batch")
 MAX_DEATHS = 3  # an item in flight when workers died this often is given up
+STOP_S = 5.0  # a worker told to stop that is still there after this long is killed
 
 _speaker: Speaker | None = None
+_speaking = False
 
 
 def _start(voices: dict[str, str], threads: int, out: str, alignments: bool, variant: str | None) -> None:
     global _speaker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
     _speaker = Speaker(voices, threads, out, alignments, variant)
 
 
+def _stop(signum: int, frame) -> None:
+    if _speaking:
+        raise Interrupted(signum)  # through the WAV being written (its temporary removed), to _speak
+    os._exit(128 + signum)  # between batches: nothing to clean up
+
+
 def _speak(items: list[dict]) -> list[dict]:
-    return _speaker.batch(items)
+    global _speaking
+    _speaking = True
+    try:
+        return _speaker.batch(items)
+    except Interrupted as exc:  # not sent back as the batch's result: the worker is done
+        os._exit(exc.exit_code)
+    finally:
+        _speaking = False
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Abandon what the pool has in flight: nothing more is started, each worker is told to stop (SIGTERM) and killed
+    if it is still there after ``STOP_S``."""
+    # the pool's own processes (private, but multiprocessing.active_children() would take a caller's other children),
+    # read before shutdown() forgets them
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    for worker in workers:
+        worker.join(STOP_S)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, threads: int, alignments: bool,
@@ -69,6 +112,9 @@ def run(items: list[dict], *, voices: dict[str, str], out: str, workers: int, th
                 pool.shutdown(wait=False, cancel_futures=True)
                 logger.warning("a worker process died: a new pool speaks the %d items not yet recorded",
                                len([i for i in todo if i["id"] not in finished]))
+            except BaseException:  # stopped (Interrupted, the driver's own error, or the caller closed us)
+                _stop_workers(pool)
+                raise
         given_up = [item for item in todo if item["id"] not in finished and deaths.get(item["id"], 0) >= MAX_DEATHS]
         for item in given_up:
             finished.add(item["id"])

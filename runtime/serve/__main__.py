@@ -3,6 +3,10 @@
 The flags wyoming-piper has mean what they mean there. The default address is loopback: the Wyoming
 protocol has no authentication or encryption, so ``--uri tcp://0.0.0.0:10200`` (what Home Assistant on
 another machine needs) lets anyone on the network use the server; bind it to a trusted network only.
+
+SIGTERM or SIGINT stops it: no new connections, the requests in flight get ``--shutdown-grace`` seconds to finish,
+what is left is answered with an ``error`` event, and the exit status is 0 (a second signal ends the grace at
+once). The shipped systemd unit waits ``TimeoutStopSec`` for this; keep the grace a few seconds under it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from runtime.serve.settings import Limits, Settings
 logger = logging.getLogger("runtime.serve")
 
 DEFAULT_URI = "tcp://127.0.0.1:10200"
+SHUTDOWN_GRACE_S = 5.0  # with the goodbye's bounds, the server is gone within 10 s of SIGTERM (the unit's stop timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close a connection that sends nothing for this many seconds")
     p.add_argument("--no-preload", action="store_true", help="load the default voice at its first request, "
                    "not at start")
+    p.add_argument("--shutdown-grace", type=float, default=SHUTDOWN_GRACE_S, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, how long the requests in flight may take to finish before they are "
+                        "answered with an error")
     p.add_argument("--debug", action="store_true", help="log DEBUG messages")
     return p
 
@@ -124,18 +132,32 @@ async def _main(args: argparse.Namespace) -> int:
         zeroconf = HomeAssistantZeroconf(name=args.zeroconf, port=port, host=None if host in ("0.0.0.0", "::")
                                          else host)
         await zeroconf.register_server()
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():  # a second signal: no more grace
+            hurry.set()
+        stopped_by.append(sig.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     print(f"vits-edge: serving {len(catalog)} voice(s) ({', '.join(catalog)}; default {default}) on "
           f"tcp://{host}:{port}", flush=True)
     if not args.no_preload:
         loop.create_task(_preload(engine, default))
-    async with listener:
-        await stop.wait()
+    await stop.wait()
+    in_flight = sum(h.in_request for h in server.handlers)
+    logger.info("%s: stopping; new connections are refused, %d request(s) in flight have %.1f s to finish",
+                stopped_by[0], in_flight, args.shutdown_grace)
+    started = loop.time()
+    finished, cut = await server.shutdown(args.shutdown_grace, hurry)
     engine.close()
+    logger.info("stopped in %.1f s: %d request(s) finished, %d answered with an error", loop.time() - started,
+                finished - cut, cut)
     return 0
 
 
@@ -164,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.samples_per_chunk < 1 or args.max_text_chars < 1 or args.max_connections < 1:
         print("error: --samples-per-chunk, --max-text-chars and --max-connections must be at least 1", file=sys.stderr)
+        return 2
+    if not args.shutdown_grace >= 0:
+        print("error: --shutdown-grace must be 0 or more seconds", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_main(args))

@@ -7,6 +7,12 @@ What a connection can ask (wyoming's tts events, as Home Assistant and wyoming-p
 ``synthesize-stop`` -> one audio cycle per sentence, each begun as soon as the sentence is complete,
 then ``synthesize-stopped``; ``ping`` -> ``pong``. Anything else, and every client mistake, is answered
 with an ``error`` event on that connection, which stays open (but for a frame that cannot be skipped).
+
+Stopping (``Server.shutdown``, on SIGTERM or SIGINT): the listening socket is closed first, so new connections
+are refused; a request in flight (an event being answered, or a stream between its ``synthesize-start`` and its
+``synthesize-stop``) is given a grace period to finish; then every connection still open, idle or not, gets an
+``error`` event (code ``shutting-down``) as its last event and is closed. A client never sees its answer cut
+without one.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ MAX_PROTOCOL_ERRORS = 8  # a connection sending only junk is closed after this m
 # reset can overtake the error event on its way (seen in CI: a client sent 200 kB of junk and got
 # ConnectionResetError instead of the "too-large" error). Bounded, so no client can hold a connection with it.
 LINGER_S, LINGER_BYTES = 1.0, 1 << 20
+GOODBYE_S = 1.0  # writing the shutting-down error to a client that does not read gives up after this long
+SHUTTING_DOWN = "shutting-down"  # the error code of a request the server stopped before it could finish
 
 
 class ClientError(Exception):
@@ -84,14 +92,48 @@ class Server:
         self.settings = settings
         self.info_event = program_info(catalog, settings, version).event()
         self.handlers: set[Handler] = set()
+        self.listener: asyncio.AbstractServer | None = None
+        self.stopping = False
 
     @property
     def connections(self) -> int:
         return len(self.handlers)
 
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
-        return await asyncio.start_server(self._connected, host=host, port=port,
-                                          limit=self.settings.limits.line_bytes)
+        self.listener = await asyncio.start_server(self._connected, host=host, port=port,
+                                                   limit=self.settings.limits.line_bytes)
+        return self.listener
+
+    async def shutdown(self, grace_s: float, hurry: asyncio.Event | None = None) -> tuple[int, int]:
+        """Stop: refuse new connections, give the requests in flight up to ``grace_s`` seconds (less when ``hurry``
+        is set: a second signal) to finish, then answer what is left with a ``shutting-down`` error and close every
+        connection. Returns (requests in flight at the start, requests cut by the end of the grace). Bounded:
+        ``grace_s`` plus ``GOODBYE_S`` and ``LINGER_S``."""
+        self.stopping = True
+        if self.listener is not None:
+            self.listener.close()
+        in_flight = [h for h in self.handlers if h.in_request]
+        for handler in self.handlers - set(in_flight):
+            handler.cancel()  # idle: its goodbye now
+        hurry = hurry or asyncio.Event()
+        hurried = asyncio.ensure_future(hurry.wait())
+        deadline = asyncio.get_running_loop().time() + grace_s
+        try:
+            while (busy := {h.task for h in self.handlers if h.in_request and h.task is not None}) \
+                    and not hurry.is_set() and (left := deadline - asyncio.get_running_loop().time()) > 0:
+                await asyncio.wait(busy | {hurried}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurried.cancel()
+        cut = sum(h.in_request for h in self.handlers)
+        # cancelled again until it takes: Python 3.11's wait_for (every write and read here) drops a cancellation
+        # that comes as the awaited write completes, and then the handler would speak on
+        deadline = asyncio.get_running_loop().time() + GOODBYE_S + LINGER_S + 1.0
+        while (tasks := {h.task for h in self.handlers if h.task is not None and not h.task.done()}) \
+                and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            for handler in list(self.handlers):
+                handler.cancel()
+            await asyncio.wait(tasks, timeout=min(left, 0.1))
+        return len(in_flight), cut
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.connections >= self.settings.max_connections:
@@ -112,6 +154,11 @@ class Server:
                 writer.close()
                 return
         handler = Handler(self, reader, writer)
+        if self.stopping:  # accepted just before the listener closed
+            await handler.goodbye()
+            await handler.close()
+            return
+        handler.task = asyncio.current_task()
         self.handlers.add(handler)
         try:
             await handler.run()
@@ -131,6 +178,32 @@ class Handler:
         self.protocol_errors = 0
         self.busy = False  # handling an event (speaking), not waiting for the next one
         self.last_event = time.monotonic()
+        self.task: asyncio.Task | None = None  # the task running ``run``
+        self.stopped = False  # cancelled by the server's shutdown (not by anything else)
+        self.closing = False  # saying goodbye: nothing more to cancel
+
+    @property
+    def in_request(self) -> bool:
+        """Answering an event, or in a stream: what the server lets finish when it stops."""
+        return self.busy or self.stream is not None
+
+    def cancel(self) -> None:
+        """Stop this connection for the server's shutdown: ``run`` says goodbye and closes."""
+        if self.task is not None and not self.closing:
+            self.stopped = True
+            self.task.cancel()
+
+    async def goodbye(self) -> None:
+        """The last event of a connection the server closes as it stops (bounded by ``GOODBYE_S`` and ``LINGER_S``):
+        a client mid-request learns that its answer will not come, an idle one why the connection closes."""
+        if self.closing:
+            return
+        self.closing = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(async_write_event(Error(
+                text="the server is shutting down: try again when it is back", code=SHUTTING_DOWN).event(),
+                self.writer), GOODBYE_S)
+            await self.linger()
 
     async def write(self, event: Event) -> None:
         await asyncio.wait_for(async_write_event(event, self.writer), self.settings.write_timeout_s)
@@ -156,6 +229,9 @@ class Handler:
         peer = self.writer.get_extra_info("peername")
         try:
             while True:
+                if self.server.stopping and not self.in_request:  # its request answered as the server stops
+                    await self.goodbye()
+                    break
                 try:
                     event = await read_event(self.reader, self.settings.limits)
                 except ProtocolError as exc:
@@ -175,6 +251,13 @@ class Handler:
                     await self.error(str(exc), exc.code)
                 finally:
                     self.busy, self.last_event = False, time.monotonic()
+        except asyncio.CancelledError:
+            if not self.stopped:
+                raise
+            # the server's shutdown: whatever was under way (a write included: an event goes into the transport
+            # whole, before the first await) ends with the shutting-down error
+            logger.debug("%s: closed as the server stops%s", peer, " mid-request" if self.in_request else "")
+            await self.goodbye()
         except asyncio.TimeoutError:
             logger.debug("%s: idle or not reading; closed", peer)
         except (ConnectionError, OSError) as exc:
@@ -184,9 +267,12 @@ class Handler:
             with contextlib.suppress(Exception):
                 await self.error("internal error in the server (see its log)", "internal")
         finally:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+            await self.close()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):  # (awaited, so that a write to a client gone is no "never retrieved")
+            await self.writer.wait_closed()
 
     async def handle(self, event: Event) -> None:
         kind = event.type
