@@ -83,8 +83,10 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
     from exporter.quant.quantize import FinetuneConfig, quantize_voice
 
     finetune = None
-    if getattr(args, "finetune_steps", None) or getattr(args, "finetune", False):
-        finetune = FinetuneConfig(**({"steps": args.finetune_steps} if args.finetune_steps else {}))
+    adversarial = getattr(args, "finetune_adversarial", None)
+    if getattr(args, "finetune_steps", None) or getattr(args, "finetune", False) or adversarial is not None:
+        finetune = FinetuneConfig(**({"steps": args.finetune_steps} if args.finetune_steps else {}),
+                                  **({"adversarial": adversarial} if adversarial is not None else {}))
     out = quantize_voice(args.voice_dir, args.preset, target=args.target, finetune=finetune)
     sidecar = json.loads(contract.sidecar_path(args.voice_dir / contract.MODEL_FILE).read_text(encoding="utf-8"))
     measured = sidecar["variants"][out.name]["measured"]
@@ -138,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "against fp32 too (slower to make: each plan that holds it is trained)")
     qua.add_argument("--finetune-steps", type=int, metavar="N", help="training steps of the finetuned preset and of "
                      "auto --finetune (default: FinetuneConfig.steps)")
+    qua.add_argument("--finetune-adversarial", type=float, metavar="W", help="weight of the adversarial term in "
+                     "fine-tuning: a HiFi-GAN discriminator learned from scratch against the fp32 voice's audio "
+                     "(0: none; default: FinetuneConfig.adversarial)")
     qua.add_argument("--target", choices=TARGETS, help="CPU the variant is for (default: this machine); pi4 and pi5: "
                      "auto chooses by the Pi's speed estimated under emulation (QEMU), not this machine's timings")
     qua.set_defaults(func=_cmd_quantize)

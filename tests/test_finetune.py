@@ -99,7 +99,7 @@ def test_fake_quantization_matches_onnxruntime_int8(quantized):
     np.testing.assert_allclose(teacher.numpy().reshape(-1), reference, atol=1e-5)
 
 
-def _finetuned(voice: Path, tmp: Path, name: str, stop_after=None, resume_from: Path | None = None):
+def _finetuned(voice: Path, tmp: Path, name: str, stop_after=None, resume_from: Path | None = None, **extra):
     from exporter.quant.finetune import FinetuneConfig, finetune
 
     path = voice / "model.static.onnx"
@@ -108,7 +108,7 @@ def _finetuned(voice: Path, tmp: Path, name: str, stop_after=None, resume_from: 
     work = tmp / f"{name}-work"
     if resume_from is not None:
         shutil.copytree(resume_from, work)
-    cfg = FinetuneConfig(**FEW)
+    cfg = FinetuneConfig(**{**FEW, **extra})
     lines = []
     done = finetune(voice, target, "static", cfg, report=lines.append, stop_after=stop_after, work=work)
     return path, target, done, lines
@@ -140,13 +140,21 @@ def test_finetuning_lowers_the_loss_and_writes_the_same_qdq_graph(quantized, tmp
     assert fused(trained) == fused(untrained) > 0
 
 
-def test_a_stopped_run_resumes_to_the_same_model(quantized, tmp_path):
+ADVERSARIAL = {"adversarial": 0.1, "discriminator_warmup": 3}
+
+
+@pytest.mark.parametrize("extra", [{}, ADVERSARIAL], ids=["spectral", "adversarial"])
+def test_a_stopped_run_resumes_to_the_same_model(quantized, tmp_path, extra):
+    """With the adversarial term the discriminator and its optimizer are in the checkpoint too (stopped past its
+    warm-up, so the student has heard from it)."""
     voice = quantized
-    _, whole, done, _ = _finetuned(voice, tmp_path, "whole")
-    _, part, stopped, _ = _finetuned(voice, tmp_path, "part", stop_after=6)
+    _, whole, done, lines = _finetuned(voice, tmp_path, "whole", **extra)
+    assert any("discriminator" in line for line in lines) == bool(extra)
+    _, part, stopped, _ = _finetuned(voice, tmp_path, "part", stop_after=6, **extra)
     assert not stopped["finished"] and stopped["steps"] == 6
     assert onnx.load(str(part)) == onnx.load(str(voice / "model.static.onnx"))  # nothing written before the end
-    _, resumed_path, resumed, lines = _finetuned(voice, tmp_path, "resumed", resume_from=tmp_path / "part-work")
+    _, resumed_path, resumed, lines = _finetuned(voice, tmp_path, "resumed", resume_from=tmp_path / "part-work",
+                                                 **extra)
     assert any("resuming at step 6" in line for line in lines)
     assert resumed["finished"] and resumed["held_out_loss_after"] == done["held_out_loss_after"]
     from exporter.quant.finetune import FinetuneConfig, voice_key
@@ -222,3 +230,37 @@ def test_auto_finetune_gives_decoder_stages_a_trained_rung(exported, tmp_path):
     assert ["decoder.1", "qdq+ft"] in record["config"]["plan"]
     assert any("fine-tuning" in line for line in lines) and any("step 12/12" in line for line in lines)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # its training happened in its temporary folder
+
+
+def test_the_discriminator_learns_to_tell_the_teachers_audio_from_a_hissing_copy():
+    """HiFi-GAN's discriminators at fine-tuning's CPU width, from scratch: on a voiced sound against the same sound
+    with a noise floor, the least-squares loss falls below what a discriminator that cannot tell them apart scores
+    (0.5 for each sub-discriminator, both outputs at 0.5), real scored above fake."""
+    import torch
+
+    from exporter.quant import adversarial
+    from exporter.quant.finetune import FinetuneConfig
+
+    torch.manual_seed(0)
+    critic = adversarial.Discriminator(FinetuneConfig().discriminator_width)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.8, 0.99))
+    t = torch.arange(4096) / 22050
+    real = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) * torch.sin(2 * torch.pi * 3 * t) ** 2
+                        for f in (110.0, 150.0, 220.0, 330.0)])
+    fake = real + 0.1 * torch.randn(real.shape, generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(80):
+        loss = adversarial.discriminator_loss(critic(real), critic(fake))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    undecided = 0.5 * (len(adversarial.PERIODS) + adversarial.SCALES)
+    assert losses[0] > undecided and np.mean(losses[-5:]) < 0.85 * undecided
+    with torch.no_grad():
+        scores_real = sum(s.mean() for s, _ in critic(real))
+        scores_fake = sum(s.mean() for s, _ in critic(fake))
+    assert scores_real > scores_fake
+    fooled, matching = adversarial.generator_loss(critic(real), critic(fake))
+    assert fooled > 0 and matching > 0
+    assert len(critic(real)) == len(adversarial.PERIODS) + adversarial.SCALES

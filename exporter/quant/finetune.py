@@ -6,11 +6,12 @@ latents ``z`` (several noise and length scales, seeded), and the fp32 vocoder sa
 simulated (exporter/quant/fakequant.py): its fp32 weights, activation scales and zero points are trained,
 then written back into the same QDQ file (so the runtime needs nothing new).
 
-The loss (``Loss``): multi-resolution STFT distance of the audio (spectral convergence + log magnitude,
-the log term weighting the quiet parts where int8's hiss is heard) plus, with ``features`` > 0, the
-teacher's own intermediate activations at every quantized tensor (normalised mean squared error): the
-real voice's checkpoint has no discriminator (Piper ships inference weights only), so this is the
-feature matching the teacher can give.
+The loss (``Loss``): multi-resolution STFT distance of the audio (auraloss's spectral convergence + log
+magnitude, the log term weighting the quiet parts where int8's hiss is heard) plus, with ``features`` > 0, the
+teacher's own intermediate activations at every quantized tensor (normalised mean squared error). The real
+voice's checkpoint has no discriminator (Piper ships inference weights only); with ``adversarial`` > 0 one is
+learned from scratch beside the student (exporter/quant/adversarial.py: HiFi-GAN's, at a width a CPU trains),
+the teacher's audio its "real", and the student is also trained to fool it and to match its feature maps.
 
 Work happens in ``voice_dir/.finetune/``: the latents (``latents-*.npz``, shared by every plan trained there)
 and, in ``<plan>/``, a checkpoint every
@@ -96,6 +97,13 @@ class FinetuneConfig:
     generated: int = 24  # generated sentences (words of the built-in ones, shuffled) beside the built-in ones
     seed: int = 0
     checkpoint_every: int = 25
+    # The adversarial term (exporter/quant/adversarial.py): its weight against the spectral and feature losses
+    # (0: none), the discriminator's width (1.0: HiFi-GAN's published one), its learning rate, and the steps it
+    # trains alone before the student hears from it (it starts from nothing; the student starts close to fp32).
+    adversarial: float = 0.0
+    discriminator_width: float = 0.0625  # 1/16: 0.47 M parameters, ~0.2 s a step more on 2 cores
+    lr_discriminator: float = 2e-4
+    discriminator_warmup: int = 300
 
     def key(self, plan: str, voice: str) -> str:
         """A run's folder name: the plan, the training, and the voice (``voice_key``): a re-exported voice never
@@ -149,31 +157,40 @@ def teacher_latents(voice_dir: Path, cfg: FinetuneConfig) -> list[np.ndarray]:
 
 
 class Loss:
-    """Multi-resolution STFT (spectral convergence + log magnitude) of the audio, plus ``features`` times the
-    normalised squared error of the quantized tensors against the teacher's. The log magnitudes are floored
-    60 dB under the teacher crop's peak, as the budget's log-mel and MCD are (exporter/quality.py): below it
-    the int8 noise floor is neither heard nor measured, and a loss that chased it would spend the steps there."""
+    """Multi-resolution STFT distance of the audio (auraloss's ``STFTLoss`` terms at each resolution: spectral
+    convergence over the batch, and log magnitude with each crop pair divided by the teacher crop's STFT peak,
+    so that auraloss's magnitude floor ``eps`` lies 60 dB under that peak, as the budget's log-mel and MCD floors
+    do, exporter/quality.py: below it the int8 noise floor is neither heard nor measured, and a loss that chased
+    it would spend the steps there), plus ``features`` times the normalised squared error of the quantized tensors
+    against the teacher's."""
 
     RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
     DYNAMIC_RANGE = 1e-3  # magnitude: 60 dB
 
     def __init__(self, features: float):
         self.features = features
+        self.terms = {r: self._terms(*r) for r in self.RESOLUTIONS}
+
+    def _terms(self, fft: int, hop: int):
+        import auraloss  # with torch: only for fine-tuning
+
+        return (auraloss.freq.STFTLoss(fft, hop, fft, w_sc=1.0, w_log_mag=0.0),
+                auraloss.freq.STFTLoss(fft, hop, fft, w_sc=0.0, w_log_mag=1.0, eps=self.DYNAMIC_RANGE ** 2))
 
     def __call__(self, student, teacher, s_feats: dict, t_feats: dict) -> tuple:
-        import torch  # heavy, and only for fine-tuning: quantize's other presets run without it
+        import torch
 
         audio = 0.0
-        s, t = student.reshape(student.shape[0], -1), teacher.reshape(teacher.shape[0], -1)
-        resolutions = [r for r in self.RESOLUTIONS if r[0] <= s.shape[1]] or [(s.shape[1] // 2, s.shape[1] // 8)]
-        for n_fft, hop in resolutions:
-            window = torch.hann_window(n_fft, device=s.device)
-            S = torch.stft(s, n_fft, hop, window=window, return_complex=True).abs()
-            T = torch.stft(t, n_fft, hop, window=window, return_complex=True).abs()
-            floor = (T.amax(dim=(1, 2), keepdim=True) * self.DYNAMIC_RANGE).clamp_min(1e-8)
-            log_distance = (torch.maximum(S, floor).log() - torch.maximum(T, floor).log()).abs().mean()
-            audio = audio + torch.linalg.norm(T - S) / torch.linalg.norm(T).clamp_min(1e-8) + log_distance
-        audio = audio / len(resolutions)
+        s, t = student.reshape(student.shape[0], 1, -1), teacher.reshape(teacher.shape[0], 1, -1)
+        resolutions = [r for r in self.RESOLUTIONS if r[0] <= s.shape[2]]
+        terms = [self.terms[r] for r in resolutions] or [self._terms(s.shape[2] // 2, s.shape[2] // 8)]
+        for convergence, log_magnitude in terms:
+            with torch.no_grad():
+                window = torch.hann_window(log_magnitude.win_length, device=t.device)
+                peak = torch.stft(t[:, 0], log_magnitude.fft_size, log_magnitude.hop_size, window=window,
+                                  return_complex=True).abs().amax(dim=(1, 2)).clamp_min(1e-8).reshape(-1, 1, 1)
+            audio = audio + convergence(s, t) + log_magnitude(s / peak, t / peak)
+        audio = audio / len(terms)
         feats = torch.zeros((), device=s.device)
         if self.features and t_feats:
             feats = sum(((s_feats[k] - v) ** 2).mean() / (v ** 2).mean().clamp_min(1e-12)
@@ -189,6 +206,7 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
     # torch, and the simulation built on it, are heavy and only for fine-tuning: quantize's other presets run without
     import torch
 
+    from exporter.quant.adversarial import Discriminator, discriminator_loss, generator_loss
     from exporter.quant.fakequant import FakeQuantGraph
 
     cfg = cfg or FinetuneConfig()
@@ -225,6 +243,12 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps)))
     loss_fn = Loss(cfg.features)
+    critic = critic_optimizer = None
+    critic_losses: list[float] = []
+    if cfg.adversarial:
+        torch.manual_seed(cfg.seed)  # the same discriminator on every run (and on resuming)
+        critic = Discriminator(cfg.discriminator_width).to(device)
+        critic_optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.lr_discriminator, betas=(0.8, 0.99))
     crops = len(chunking.crop_names(chunking.split_chain(chunking.layers(architecture))[1]))
 
     state_path = work / "state.pt"
@@ -233,6 +257,9 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
         state = torch.load(state_path, weights_only=True, map_location=device)
         graph.load_state_dict(state["graph"])
         optimizer.load_state_dict(state["optimizer"])
+        if critic is not None:
+            critic.load_state_dict(state["critic"])
+            critic_optimizer.load_state_dict(state["critic_optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, history = int(state["step"]), [tuple(h) for h in state["history"].tolist()]
         report(f"fine-tune: resuming at step {step} of {cfg.steps} ({state_path})")
@@ -252,6 +279,8 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
         buffer = io.BytesIO()
         torch.save({"step": step, "before": before, "graph": graph.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
+                    **({"critic": critic.state_dict(), "critic_optimizer": critic_optimizer.state_dict()}
+                       if critic is not None else {}),
                     "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 3)},
                    buffer)
         atomic_write_bytes(state_path, buffer.getvalue())
@@ -279,6 +308,19 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
             target, t_feats = graph(feeds, quantized=False, teacher=True, record=recorded if cfg.features else None)
         out, s_feats = graph(feeds, record=recorded if cfg.features else None)
         loss, audio, feats = loss_fn(out, target, s_feats, t_feats)
+        if critic is not None:
+            # the discriminator learns to tell the teacher's audio from the student's; then, past its warm-up, the
+            # student is pushed to fool it and to match its feature maps (HiFi-GAN's weights: 1 and 2)
+            critic_loss = discriminator_loss(critic(target), critic(out.detach()))
+            critic_optimizer.zero_grad()
+            critic_loss.backward()
+            critic_optimizer.step()
+            critic_losses.append(float(critic_loss.detach()))
+            if step >= cfg.discriminator_warmup:
+                with torch.no_grad():
+                    real = critic(target)
+                fooled, matching = generator_loss(real, critic(out))
+                loss = loss + cfg.adversarial * (fooled + 2 * matching)
         if not torch.isfinite(loss):
             raise ExportError(f"fine-tuning diverged at step {step} (loss {float(loss)}): lower the learning rates")
         optimizer.zero_grad()
@@ -292,8 +334,9 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
         if step % progress_every == 0 or step == cfg.steps:
             rate = (time.perf_counter() - start_time) / max(step - first, 1)
             recent = np.asarray(history[-progress_every:])
+            critic_note = (f", discriminator {np.mean(critic_losses[-progress_every:]):.3f}" if critic_losses else "")
             report(f"  step {step}/{cfg.steps}: loss {recent[:, 0].mean():.4f} (audio {recent[:, 1].mean():.4f}, "
-                   f"features {recent[:, 2].mean():.4f}); {rate:.2f} s a step, "
+                   f"features {recent[:, 2].mean():.4f}{critic_note}); {rate:.2f} s a step, "
                    f"{rate * (cfg.steps - step) / 60:.1f} min left")
     if step < cfg.steps:
         save()
