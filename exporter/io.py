@@ -76,3 +76,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder (runtime.files.atomic_open)."""
     with atomic_open(path) as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def staging(dst: Path) -> Iterator[Path]:
+    """A locked temporary folder beside ``dst`` to build it in (``.NAME.*.partial``: a killed run's are removed by
+    the next writer of ``dst``), removed at the end; ``publish`` a finished file from it."""
+    tmp, lock = temporary_dir(dst)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(lock)
+
+
+def publish(src: Path, dst: Path) -> None:
+    """The finished file ``src`` (in a ``staging`` folder beside ``dst``) becomes ``dst``, durably: synced, renamed,
+    its folder synced. A full disk is a ``WriteError`` naming ``dst``."""
+    try:
+        fault_point("write")
+        fsync_path(src)
+        fault_point("replace")
+        os.replace(src, dst)
+        fault_point("renamed")
+        fsync_path(Path(dst).parent)
+    except OSError as exc:
+        raise WriteError.of(exc, dst) from exc

@@ -272,7 +272,7 @@ TRIALS = int(os.environ.get("VITS_EDGE_KILL_TRIALS", "0"))  # e.g. 50: every wri
 
 @pytest.mark.parametrize(("writer", "trials", "points"), [
     ("atomic_dir", 50, None), ("synthesize", 50, None), ("batch", 50, None), ("split", 5, None),
-    ("quantize", 1, 9), ("export", 0, 19)])
+    ("quantize", 1, 12), ("export", 0, 19)])
 def test_a_killed_writer_leaves_no_torn_file_and_its_rerun_completes(voices, exported, tmp_path, writer, trials,
                                                                      points):
     """Seeded SIGKILLs at each writer's durable-write points (tests/kill_trials.py says how a trial goes): no file

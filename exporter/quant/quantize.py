@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from exporter.io import publish, staging
 from exporter.pi import cost, estimate
 from exporter.quant.budget import JUDGE_SENTENCES, Comparison, Speed
 from exporter.quant.build import build
@@ -36,8 +35,8 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
     cfg = preset(preset_name, target)
     dst = voice_dir / f"model.{cfg.preset}.onnx"
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".vits-edge-quant-", dir=voice_dir) as tmp:
-        staged = Path(tmp) / "model.onnx"
+    with staging(dst) as tmp:
+        staged = tmp / "model.onnx"
         build(voice_dir, cfg, staged)
         if cfg.preset == FP16 and not cpu.has_fp16_arithmetic():
             measured = _on_a_pi5(voice_dir, staged, report)
@@ -45,7 +44,7 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
             measured = Comparison(voice_dir, CALIBRATION_SENTENCES).measure(staged).to_dict()
             measured.update(timed_on=cpu.describe())
         measured.update(seconds=round(time.perf_counter() - start, 1))
-        shutil.move(str(staged), dst)
+        publish(staged, dst)
     record(voice_dir, dst.name, {"config": asdict(cfg), "measured": measured})
     logging.getLogger(__name__).info("wrote %s: %s", dst, measured)
     add_pieces(voice_dir, dst.name)

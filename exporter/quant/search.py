@@ -39,14 +39,13 @@ the budget is not climbed past. That is what keeps the search to a few minutes.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import onnx
 
+from exporter.io import publish, staging
 from exporter.pi import estimate
 from exporter.quant.budget import JUDGE_SENTENCES, Budget
 from exporter.quant.build import build
@@ -130,8 +129,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
                f"run the quantize command on the {base.target} device itself to choose by its own timings")
     judge = Judge(voice_dir, budget, threads=threads, listen=listen, report=report, timer=timer, estimator=estimator)
 
-    with tempfile.TemporaryDirectory(prefix=".vits-edge-auto-", dir=voice_dir) as tmp:
-        tmp = Path(tmp)
+    with staging(voice_dir / "model.auto.onnx") as tmp:
         cache = tmp / "ranges.json"
 
         kept: dict[tuple[str, str], tuple[str, ...]] = {}  # (unit, option) -> tensors it keeps in fp32
@@ -211,7 +209,7 @@ def search(voice_dir: Path, *, target: str | None = None, budget: Budget | None 
             plan.pop()
         cfg = dataclasses.replace(base, plan=tuple(plan), keep_fp32=keep_of(plan))
         dst = voice_dir / "model.auto.onnx"
-        shutil.move(str(tmp / "trial.onnx"), dst)
+        publish(tmp / "trial.onnx", dst)
     measured = row.recorded()
     # the plan follows this machine's timings, or a Pi's estimate: its CPU class says for which
     if estimator is not None:
