@@ -325,6 +325,9 @@ def test_stream_over_the_text_limit_is_refused(server):
     (b'{"type": "synthesize", "data_length": -1}\n', "protocol", True),
     (b'{"type": "synthesize", "data_length": 5}\nnot{}', "protocol", False),
     (b"x" * 200_000, "too-large", True),
+    (b'{"type": "describe", "data": {"x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}}\n" + b'{"type": "describe"}\n',
+     "protocol", False),  # nested past Python's recursion limit
+    (b'{"type": "synthesize", "data_length": 40000}\n' + b"[" * 20_000 + b"]" * 20_000, "protocol", False),
 ])
 def test_malformed_frames_get_an_error_and_no_memory(server, data, code, closes):
     got, closed = run(raw(server.port, data, read=2))

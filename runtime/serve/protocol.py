@@ -54,7 +54,7 @@ async def read_event(reader: asyncio.StreamReader, limits: Limits) -> Event | No
         raise ProtocolError(f"an event header longer than {limits.line_bytes} bytes", fatal=True, code="too-large")
     try:
         header = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." nested deep
         raise ProtocolError(f"not a Wyoming event header (one JSON object per line): {exc}") from exc
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise ProtocolError("an event header must be a JSON object with a string 'type'")
@@ -68,7 +68,7 @@ async def read_event(reader: asyncio.StreamReader, limits: Limits) -> Event | No
             block = await asyncio.wait_for(reader.readexactly(data_length), limits.body_s)
             try:
                 extra = json.loads(block)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise ProtocolError(f"an event's data block is not JSON: {exc}") from exc
             if not isinstance(extra, dict):
                 raise ProtocolError("an event's data block must be a JSON object")

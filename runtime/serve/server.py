@@ -271,7 +271,10 @@ class Handler:
 
     async def close(self) -> None:
         self.writer.close()
-        with contextlib.suppress(Exception):  # (awaited, so that a write to a client gone is no "never retrieved")
+        # (awaited, so that a write to a client gone is no "never retrieved"); the server's shutdown may cancel a
+        # handler that is already closing: its connection is closed all the same, and a cancellation let out of
+        # here reached asyncio's stream callback as a logged traceback
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await self.writer.wait_closed()
 
     async def handle(self, event: Event) -> None:
