@@ -10,6 +10,13 @@ one ``synthesize-chunk`` per sentence, the compatibility ``synthesize``, ``synth
 ``--max-requests`` in all). Checks every response: the events in order, one audio format, and the number
 of samples. Samples the server's RSS twice a second. Writes OUT/report.md and OUT/results.json: failed
 and wrong-length requests, time to first audio (p50/p95) per mode, and RSS after warm-up against the peak.
+
+``--soak`` (an hour: ``--clients 8 --seconds 3600 --soak``) samples the server every 10 s instead: RSS, open file
+descriptors (``/proc/PID/fd``: sockets apart, since each client's connection is one) and threads
+(``/proc/PID/status``), and judges them after ``--warmup-s`` (300): RSS grows by at most ``--rss-growth``
+(5%), the descriptors other than sockets and the threads stay constant, the sockets never exceed the listener
+and two per client (a client's next connection may open before the server has closed its last), and no request
+fails.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from runtime.sentences import split_sentences
 from runtime.serve.catalog import entry
 from runtime.voice import Voice
 from benchmarks.run import SENTENCES, read_sentences
-from benchmarks.wyoming_servers import ServerProcess, rss_mb
+from benchmarks.wyoming_servers import ServerProcess
 
 WARMUP_SHARE = 0.25  # RSS is "after warm-up" from this share of the run on
 
@@ -45,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=2, help="the server's onnxruntime threads")
     p.add_argument("--workers", type=int, default=1, help="the server's --workers")
-    p.add_argument("--docs", action="store_true", help="also write the report to docs/measured/wyoming-load.md (the "
-                   "documentation's table: commit it)")
+    p.add_argument("--soak", action="store_true", help="a long run: sample RSS, descriptors and threads every "
+                   "--sample-s seconds and judge them after --warmup-s")
+    p.add_argument("--warmup-s", type=float, default=300.0, help="--soak: judge the samples from this time on")
+    p.add_argument("--sample-s", type=float, default=10.0, help="--soak: seconds between samples")
+    p.add_argument("--rss-growth", type=float, default=0.05, help="--soak: how much RSS may grow after the warm-up")
+    p.add_argument("--docs", action="store_true", help="also write the report to docs/measured/wyoming-load.md "
+                   "(wyoming-soak.md with --soak; the documentation's table: commit it)")
     return p
 
 
@@ -114,9 +126,51 @@ async def one_request(port: int, text: str, streaming: bool) -> dict:
     return result
 
 
-async def load(port: int, pid: int, items: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+def process_sample(pid: int) -> dict | None:
+    """The server's RSS (MB), threads, and open descriptors: sockets and the rest."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        targets = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:  # closed while listed
+                pass
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    sockets = sum(t.startswith("socket:") for t in targets)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"]),
+            "sockets": sockets, "other_fds": len(targets) - sockets}
+
+
+def soak_verdict(samples: list[dict], *, warmup_s: float, clients: int, rss_growth: float, failed: int) -> dict:
+    """The soak's criteria on the samples taken after the warm-up."""
+    late = [s for s in samples if s["at_s"] >= warmup_s]
+    if not late:
+        return {"passed": False, "why": [f"no sample after the {warmup_s:g} s warm-up"]}
+    base = late[0]["rss_mb"]
+    growth = (max(s["rss_mb"] for s in late) - base) / base
+    checks = {
+        f"RSS grew {100 * growth:.1f}% after the warm-up (at most {100 * rss_growth:g}%)": growth <= rss_growth,
+        f"descriptors other than sockets: {sorted({s['other_fds'] for s in late})} (constant)":
+            len({s["other_fds"] for s in late}) == 1,
+        f"threads: {sorted({s['threads'] for s in late})} (constant)": len({s["threads"] for s in late}) == 1,
+        # a client's next connection may be open before the server has closed its last one
+        f"sockets at most {max(s['sockets'] for s in late)} (the listener and two per client: {1 + 2 * clients})":
+            max(s["sockets"] for s in late) <= 1 + 2 * clients,
+        f"{failed} failed requests": failed == 0,
+    }
+    return {"passed": all(checks.values()), "checks": checks, "rss_after_warmup_mb": round(base, 1),
+            "rss_growth": round(growth, 4), "samples_after_warmup": len(late),
+            "why": [k for k, ok in checks.items() if not ok]}
+
+
+async def load(port: int, pid: int, items: list[str], clients: int, seconds: float, max_requests: int,
+               sample_s: float = 0.5) -> dict:
     results: list[dict] = []
     rss: list[tuple[float, float]] = []
+    samples: list[dict] = []
     t0 = time.perf_counter()
     started = 0
 
@@ -132,15 +186,16 @@ async def load(port: int, pid: int, items: list[str], clients: int, seconds: flo
 
     async def sample() -> None:
         while True:
-            value = rss_mb(pid)
+            value = process_sample(pid)
             if value is not None:
-                rss.append((time.perf_counter() - t0, value))
-            await asyncio.sleep(0.5)
+                rss.append((time.perf_counter() - t0, value["rss_mb"]))
+                samples.append({"at_s": round(time.perf_counter() - t0, 1), **value})
+            await asyncio.sleep(sample_s)
 
     sampler = asyncio.create_task(sample())
     await asyncio.gather(*(client(k) for k in range(clients)))
     sampler.cancel()
-    return {"results": results, "rss": rss, "seconds": time.perf_counter() - t0}
+    return {"results": results, "rss": rss, "samples": samples, "seconds": time.perf_counter() - t0}
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -181,7 +236,7 @@ def report(summary: dict, facts: dict, args) -> str:
     rss = summary["rss_mb"]
     lines = [f"# Wyoming load test ({facts['date']})", "",
              f"`python -m benchmarks.wyoming_load --voice {args.voice} --clients {args.clients} --seconds "
-             f"{args.seconds:g}` on {facts['cpu']} ({facts['cores']} cores), server --threads {args.threads} "
+             f"{args.seconds:g}{' --soak' if args.soak else ''}` on {facts['cpu']} ({facts['cores']} cores), server --threads {args.threads} "
              f"--workers {args.workers}; model {facts['model']}.", "",
              f"- {summary['requests']} requests from {summary['clients']} clients in {summary['seconds']} s: "
              f"**{summary['failed']} failed, {summary['wrong_length']} with a wrong length**",
@@ -195,6 +250,12 @@ def report(summary: dict, facts: dict, args) -> str:
                      f"| {fmt(m['total_ms_p50'])} |")
     if summary["errors"]:
         lines += ["", "Errors: " + "; ".join(summary["errors"])]
+    if "soak" in summary:
+        soak = summary["soak"]
+        lines += ["", f"Soak (samples every {args.sample_s:g} s, judged after {args.warmup_s:g} s): "
+                  f"**{'passed' if soak['passed'] else 'FAILED'}**", ""]
+        lines += [f"- {'ok' if ok else 'FAILED'}: {what}" for what, ok in soak.get("checks", {}).items()]
+        lines += [f"- {why}" for why in soak["why"] if "checks" not in soak]
     return "\n".join(lines) + "\n"
 
 
@@ -211,22 +272,27 @@ def main(argv: list[str] | None = None) -> int:
                                     "--noise-scale", 0, "--noise-w-scale", 0, "--max-connections",
                                     max(32, 2 * args.clients), log=Path(tmp) / "server.log")
         try:
-            run = asyncio.run(load(server.port, server.pid, items, args.clients, args.seconds, args.max_requests))
+            run = asyncio.run(load(server.port, server.pid, items, args.clients, args.seconds, args.max_requests,
+                                   args.sample_s if args.soak else 0.5))
             alive = server.alive()
         finally:
             log = server.stop()
     summary = summarize(run, expected, args.clients)
     summary["server_alive_at_end"] = alive
+    if args.soak:
+        summary["soak"] = soak_verdict(run["samples"], warmup_s=args.warmup_s, clients=args.clients,
+                                       rss_growth=args.rss_growth, failed=summary["failed"])
     facts = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpu": sysinfo.cpu_model(),
              "cores": len(os.sched_getaffinity(0)), "model": entry(args.voice).model.name}
     (args.out / "results.json").write_text(json.dumps({"facts": facts, **summary, "raw": run["results"],
-                                                       "rss": run["rss"]}, indent=1) + "\n")
+                                                       "rss": run["rss"], "samples": run["samples"]}, indent=1) + "\n")
     (args.out / "report.md").write_text(report(summary, facts, args))
     (args.out / "server.log").write_text(log)
     print(report(summary, facts, args))
     if args.docs:
-        print(f"published: {publish('wyoming-load', report(summary, facts, args), argv)}")
-    return 0 if summary["failed"] == 0 and summary["wrong_length"] == 0 and alive else 1
+        print(f"published: {publish('wyoming-soak' if args.soak else 'wyoming-load', report(summary, facts, args), argv)}")
+    soaked = summary["soak"]["passed"] if args.soak else True
+    return 0 if summary["failed"] == 0 and summary["wrong_length"] == 0 and alive and soaked else 1
 
 
 if __name__ == "__main__":
