@@ -127,3 +127,32 @@ def test_bias_correction_takes_out_each_int8_convolutions_mean_shift(quantized, 
         assert shift(after, name) < 0.2 * shift(before, name), name
     for name in untouched:  # decoder.0 comes first: nothing upstream of it changed
         assert shift(after, name) == pytest.approx(shift(before, name))
+
+
+def test_bias_correction_on_a_stage_with_tensors_kept_fp32(exported, tmp_path):
+    """auto's finer plans leave some of a stage's tensors in fp32: a convolution then reads a float input with int8
+    weights (the upsampler, when the LeakyRelu before it is kept): it is simulated as onnxruntime runs it, and
+    corrected with the rest."""
+    from exporter.quant.build import build
+    from exporter.quant.plans import QuantConfig
+    from exporter.quant.sensitivity import quantized_tensors
+
+    voice = exported("char")
+    whole = tmp_path / "whole.onnx"
+    build(voice, QuantConfig("t", (("decoder.1", "qdq+"),)), whole, tmp_path / "ranges.json")
+    into_upsampler = [t for t in quantized_tensors(onnx.load(str(whole)), "decoder.1") if "LeakyRelu" in t
+                      and "resblocks" not in t]
+    assert into_upsampler
+    kept = tmp_path / "kept.onnx"
+    build(voice, QuantConfig("t", (("decoder.1", "qdq+"),), keep_fp32=tuple(into_upsampler)), kept,
+          tmp_path / "ranges.json")
+    model = onnx.load(str(kept))
+    v = Voice.load(voice, variant="fp32")
+    encoded = v.pieces.encode(v.feeds(v.text_to_ids("Hello there."), SynthesisConfig(noise_scale=0.0, noise_w=0.0)))
+    prior = v.pieces.latents(encoded, 0.0)
+    before = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert repair.correct_biases(voice, model, "decoder.1", [v.pieces.flow_frames(prior, 0, prior.shape[2])]) >= 3
+    changed = [t.name for t in model.graph.initializer
+               if not np.array_equal(onnx.numpy_helper.to_array(t), before[t.name])]
+    assert changed and all(name.endswith("bias_quantized") for name in changed)
+    assert any("ups.1" in name for name in changed)  # the float-input convolution too

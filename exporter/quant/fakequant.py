@@ -81,8 +81,9 @@ class FakeQuantGraph(torch.nn.Module):
                 b_dq = dq_of_initializer(node.input[2]) if len(node.input) > 2 and node.input[2] else None
                 base_w = w_dq.input[0][:-len(QUANTIZED_SUFFIX)]
                 in_dq = producer.get(node.input[0])
-                if in_dq is None or in_dq.op_type != "DequantizeLinear":
-                    raise ValueError(f"{node.name}: int8 weights on a float input, not a QDQ graph build() writes")
+                # a float input (its pair left out by a plan's keep_fp32): onnxruntime dequantizes the weights and
+                # the int32 bias (at the scale it was stored with) and convolves in fp32
+                in_scale = in_dq.input[1] if in_dq is not None and in_dq.op_type == "DequantizeLinear" else None
                 self._add_weight(key(base_w), fp32.get(base_w, self._dequantize(inits, w_dq)))
                 skip.add(w_dq.name)
                 bias = None
@@ -91,7 +92,7 @@ class FakeQuantGraph(torch.nn.Module):
                     self._add_weight(key(base_b), fp32.get(base_b, self._dequantize(inits, b_dq)))
                     skip.add(b_dq.name)
                     bias = (base_b, b_dq.input[1])
-                self.conv_params[node.name] = (base_w, w_dq.input[1], bias, in_dq.input[1])
+                self.conv_params[node.name] = (base_w, w_dq.input[1], bias, in_scale)
             elif node.op_type == "QuantizeLinear":
                 scale, zp = node.input[1], node.input[2]
                 if key(scale) not in self.act_log_scale:
@@ -255,7 +256,7 @@ class FakeQuantGraph(torch.nn.Module):
                 w = self.weight(base_w, quantized)
                 b = self.weights[self._keys[bias[0]]] if bias else None
                 if b is not None and quantized:
-                    step = (self.scale(in_scale) * self.weight_step(base_w).reshape(-1))
+                    step = (self._bias_step(base_w, bias, in_scale))
                     b = _round(b / step) * step
         pads = _attr(node, "pads", [0, 0])
         if pads[0] != pads[-1]:
@@ -265,6 +266,12 @@ class FakeQuantGraph(torch.nn.Module):
             x0, pad = x[0], pads[0]
         return F.conv1d(x0, w, b, stride=_attr(node, "strides", [1])[0], padding=pad,
                         dilation=_attr(node, "dilations", [1])[0], groups=_attr(node, "group", 1))
+
+    def _bias_step(self, base_w: str, bias: tuple, in_scale: str | None) -> torch.Tensor:
+        """An int32 bias's step: input scale x weight step, or, on a float input, the scale it is stored with."""
+        if in_scale is None:
+            return self.constants[bias[1]].to(torch.float32).reshape(-1)
+        return self.scale(in_scale) * self.weight_step(base_w).reshape(-1)
 
     # -- back into the ONNX file -----------------------------------------------------------------------
     @torch.no_grad()
@@ -281,7 +288,7 @@ class FakeQuantGraph(torch.nn.Module):
             new[base_w + QUANTIZED_SUFFIX] = torch.clamp(torch.round(w / step), -127, 127).numpy().astype(np.int8)
             new[w_scale] = step.reshape(-1).numpy().astype(np.float32)
             if bias:
-                b_step = (self.scale(in_scale) * step.reshape(-1)).numpy().astype(np.float32)
+                b_step = self._bias_step(base_w, bias, in_scale).numpy().astype(np.float32)
                 b = self.weights[self._keys[bias[0]]].numpy()
                 new[bias[0] + QUANTIZED_SUFFIX] = np.round(b / b_step).astype(np.int32)
                 new[bias[1]] = b_step
