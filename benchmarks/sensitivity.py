@@ -49,11 +49,9 @@ def repaired_voice(voice: Path, unit: str, lever: str, feeds: list[dict], folder
     for name in (contract.MODEL_FILE + ".json", "pieces"):
         if (voice / name).exists():
             (folder / name).symlink_to((voice / name).resolve())
-    model = None
-    for rewrite in rewrites:
-        if model is not None:
-            onnx.save(model, str(folder / contract.MODEL_FILE))
-        model = repair.repaired_model(folder if model is not None else voice, unit, rewrite, feeds)
+    model = onnx.load(str(voice / contract.MODEL_FILE))
+    for rewrite in rewrites:  # each measures its ranges on the model the ones before it left
+        repair.apply(model, unit, rewrite, feeds)
     onnx.save(model, str(folder / contract.MODEL_FILE))
     return folder
 

@@ -27,7 +27,24 @@ def _channels(base: int, width: float, groups: int = 1) -> int:
     return max(groups, int(round(base * width / groups)) * groups)
 
 
-class PeriodDiscriminator(nn.Module):
+class _Stack(nn.Module):
+    """Convolutions each followed by LeakyReLU, then a one-channel output convolution: ``convs`` and ``post``."""
+
+    convs: nn.ModuleList
+    post: nn.Module
+
+    def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The flattened scores, and every layer's output (feature matching reads them)."""
+        features = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LEAK)
+            features.append(x)
+        x = self.post(x)
+        features.append(x)
+        return x.flatten(1), features
+
+
+class PeriodDiscriminator(_Stack):
     """HiFi-GAN's DiscriminatorP: the audio folded by ``period``, (5, 1) convolutions with stride 3 along time."""
 
     BASE = (32, 128, 512, 1024, 1024)
@@ -45,17 +62,10 @@ class PeriodDiscriminator(nn.Module):
         b, c, t = x.shape
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), "reflect")
-        x = x.view(b, c, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAK)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return self.scores(x.view(b, c, -1, self.period))
 
 
-class ScaleDiscriminator(nn.Module):
+class ScaleDiscriminator(_Stack):
     """HiFi-GAN's DiscriminatorS: grouped 1-D convolutions; the first scale uses spectral norm."""
 
     LAYERS = ((128, 15, 1, 1), (128, 41, 2, 4), (256, 41, 2, 16), (512, 41, 4, 16), (1024, 41, 4, 16),
@@ -76,13 +86,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = norm(nn.Conv1d(c_in, 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAK)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return self.scores(x)
 
 
 class Discriminator(nn.Module):

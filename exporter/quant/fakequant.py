@@ -256,7 +256,7 @@ class FakeQuantGraph(torch.nn.Module):
                 w = self.weight(base_w, quantized)
                 b = self.weights[self._keys[bias[0]]] if bias else None
                 if b is not None and quantized:
-                    step = (self._bias_step(base_w, bias, in_scale))
+                    step = self._bias_step(base_w, bias, in_scale)
                     b = _round(b / step) * step
         pads = _attr(node, "pads", [0, 0])
         if pads[0] != pads[-1]:

@@ -228,17 +228,27 @@ def widest(ranges: np.ndarray, k: int) -> list[int]:
 
 def repaired_model(voice_dir: Path, unit: str, repair: str, feeds: list[dict]) -> onnx.ModelProto:
     """``voice_dir/model.onnx`` with ``repair`` (``smooth:ALPHA`` or ``split:K``) on ``unit``'s stream."""
-    kind, _, value = repair.partition(":")
-    if kind not in ("smooth", "split"):
-        raise ValueError(f"unknown repair {repair!r}: smooth:ALPHA, split:K (bias correction: correct_biases)")
+    check(repair)
     model = onnx.load(str(Path(voice_dir) / contract.MODEL_FILE))
+    apply(model, unit, repair, feeds)
+    return model
+
+
+def check(repair: str) -> None:
+    if repair.partition(":")[0] not in ("smooth", "split"):
+        raise ValueError(f"unknown repair {repair!r}: smooth:ALPHA, split:K (bias correction: correct_biases)")
+
+
+def apply(model: onnx.ModelProto, unit: str, repair: str, feeds: list[dict]) -> None:
+    """``repair`` on ``unit``'s stream of the fp32 ``model``, in place (its ranges measured on ``feeds``)."""
+    check(repair)
+    kind, _, value = repair.partition(":")
     s = stream(model, unit)
     ranges = channel_ranges(model, s, feeds)
     if kind == "smooth":
         scale(model, s, smooth_factors(ranges, reader_ranges(model, s), float(value or 0.5)))
     else:
         split(model, s, widest(ranges, int(value or 2)))
-    return model
 
 
 def correct_biases(voice_dir: Path, qdq_model: onnx.ModelProto, unit: str, latents: list[np.ndarray]) -> int:
