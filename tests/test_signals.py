@@ -233,7 +233,7 @@ def test_a_stopped_batch_job_keeps_complete_wavs_and_resumes_to_every_id_once(ex
 
 
 def test_a_signal_waits_for_the_end_of_a_deferred_block_and_comes_once():
-    steps = []
+    before, steps = signal.getsignal(signal.SIGTERM), []
     with pytest.raises(Interrupted) as stopped:
         with interruptible():
             with deferred():
@@ -252,7 +252,7 @@ def test_a_signal_waits_for_the_end_of_a_deferred_block_and_comes_once():
                 time.sleep(0.05)
                 steps.append("cleaned up")
     assert steps[-1] == "cleaned up" and stopped.value.exit_code == 130
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers before it are back
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers before it are back
 
 
 # -- synthesize ------------------------------------------------------------------------------------------------
