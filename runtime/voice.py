@@ -22,7 +22,7 @@ from runtime.alignment import Alignment, align
 from runtime.chunking import STREAM, WHOLE
 from runtime.config import NothingToSay, SynthesisConfig, VoiceConfig, VoiceError, read_sidecar, resolve
 from runtime.pieces import Encoded, Pieces
-from runtime.sentences import iter_sentences
+from runtime.sentences import bounded_by_ids, iter_sentences
 from runtime.text import piper_tokenizer, tokenizer_from_spec
 from runtime.wav import atomic_wav, to_pcm16
 
@@ -349,8 +349,9 @@ class Voice:
                              "it, or run `python -m exporter split VOICE` on it")
         language = call.syn.language
         lines = text.splitlines() if isinstance(text, str) else text
-        for index, sentence in enumerate(iter_sentences(lines)):
-            ids = self.text_to_ids(sentence, language=language)
+        pieces = (bounded for sentence in iter_sentences(lines)
+                  for bounded in bounded_by_ids(sentence, lambda t: self.text_to_ids(t, language=language)))
+        for index, (sentence, ids) in enumerate(pieces):
             if not ids:
                 logger.warning("nothing this voice can say in %r; skipped", sentence)
                 continue

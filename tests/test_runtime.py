@@ -124,6 +124,35 @@ def test_long_line_without_punctuation_is_bounded(exported):
     assert len(chunks) >= 5 and all(len(c.text) <= 400 for c in chunks)
 
 
+def test_a_piece_is_bounded_by_its_ids_too():
+    from runtime.sentences import bounded_by_ids
+
+    def ids_of(text):  # a digit is spelled out in 20 ids, anything else is one
+        return [0] * sum(20 if c.isdigit() else 1 for c in text)
+
+    assert list(bounded_by_ids("plain words", ids_of, 50)) == [("plain words", [0] * 11)]
+    text = "call 1234567, 7654321 and 1111111 " * 4  # 136 characters, 1,776 ids
+    pieces = list(bounded_by_ids(text.strip(), ids_of, 200))
+    assert all(len(ids) <= 200 and ids == ids_of(t) for t, ids in pieces)
+    assert " ".join(t for t, _ in pieces).split() == text.split()  # cut between words, nothing lost
+    assert list(bounded_by_ids("7", ids_of, 5)) == [("7", [0] * 20)]  # one character: cannot be cut
+
+
+def test_long_spelled_out_text_is_cut_by_its_ids(exported):
+    """400 characters of digits are 8,100 ids on an espeak voice: the model gets pieces of at most MAX_IDS."""
+    from runtime.sentences import MAX_IDS
+
+    voice = Voice.load(exported("phoneme"))
+    seen = []
+    voice.pieces.encode = (lambda encode: lambda feeds, rng: seen.append(feeds) or encode(feeds, rng))(
+        voice.pieces.encode)
+    text = "1234567 " * 50
+    chunks = list(voice.synthesize(text))
+    assert len(chunks) > 2 and " ".join(c.text for c in chunks).split() == text.split()
+    lengths = [feeds[contract.INPUT].shape[1] for feeds in seen]
+    assert len(lengths) == len(chunks) and max(lengths) <= MAX_IDS
+
+
 def test_out_of_vocabulary_dropped_with_one_warning(exported, caplog):
     voice = Voice.load(exported("char"))
     with caplog.at_level(logging.WARNING):
