@@ -62,7 +62,10 @@ $(DEMO_VOICE)/model.onnx: $(DEMO_DIR)/coqui/model.pth $(MODEL_CODE)
 $(DEMO_VOICE)/model.auto.onnx: $(DEMO_VOICE)/model.onnx
 	$(PY) -m exporter quantize $(DEMO_VOICE)
 
+# First, alone, the real voice and its auto search that many tests share (cached: after a change of the exporter's
+# or runtime's code about 12 minutes, else nothing); shared with the tests' other work it took twice as long.
 test: install
+	$(PY) -m tests.arm.check --models-only
 	$(PY) -m pytest -q -n auto --dist loadfile --durations=15
 
 # The runtime and every int8 preset on emulated Raspberry Pi 4 and 5 (QEMU user mode, as root), compared with

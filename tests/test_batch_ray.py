@@ -138,18 +138,33 @@ def test_backend_choice_and_cluster_errors(exported, tmp_path):
     assert [r["id"] for r in manifest(tmp_path / "out")] == ["1"]
 
 
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token"}  # token auth, Ray's default for new clusters: the driver sends the token
+
+
+@contextlib.contextmanager
+def ray_node(*args: str, env: dict):
+    """``ray start ARGS --block`` in a session of its own (Ray's processes and its actors share it), SIGKILLed as a
+    whole on the way out; yields the ``Popen``."""
+    temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's unix socket paths must fit in 107 bytes
+    node = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", *args, "--num-cpus=1",
+                             f"--temp-dir={temp}", "--block"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield node
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def test_joins_a_running_cluster_by_its_address(exported, tmp_path):
     """``ray start --head`` (bound to loopback: Ray's single-machine switch), then the job with ``--address``."""
     from benchmarks.wyoming_servers import free_port
 
-    port = free_port()
-    temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's unix socket paths must fit in 107 bytes
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token"}  # token auth, Ray's default for new clusters: the driver sends the token
-    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}", "--block"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+    port, env = free_port(), {**os.environ, **RAY_ENV}
+    with ray_node("--head", f"--port={port}", "--include-dashboard=false", env=env) as head:
         _wait_for(lambda: head.poll() is not None or _answers(port), 120, "the Ray head")
         assert head.poll() is None, "ray start --head exited"
         (tmp_path / "in.txt").write_text("Hello there.\nGood night.\n")
@@ -159,11 +174,48 @@ def test_joins_a_running_cluster_by_its_address(exported, tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "Ray actors on 1 node(s)" in proc.stderr and sorted(r["id"] for r in manifest(out)) == ["1", "2"]
         check_wavs(out, manifest(out))
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)  # Ray's processes share the head's session
-        head.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_node_lost_mid_job_loses_and_doubles_nothing(real_voice, tmp_path):
+    """A head and a second node on this machine (``ray start --address``, loopback), one actor on each; the second
+    node (its raylet, its actor: its whole session) SIGKILLed mid-job. The job ends on the head alone with every id
+    once, and the WAVs are the bytes this machine's process pool writes."""
+    from benchmarks.wyoming_servers import free_port
+
+    sentences = dev_sentences()
+    ids = [f"clip-{k:03d}" for k in range(120)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, "text": sentences[k % len(sentences)]}) + "\n"
+                                               for k, i in enumerate(ids)))
+    out, port, env = tmp_path / "ray", free_port(), {**os.environ, **RAY_ENV}
+    with ray_node("--head", f"--port={port}", "--include-dashboard=false", env=env) as head:
+        _wait_for(lambda: head.poll() is not None or _answers(port), 120, "the Ray head")
+        with ray_node(f"--address=127.0.0.1:{port}", env=env) as node:
+            job = batch(tmp_path / "in.jsonl", "--voice", real_voice, "--out", out, "--address", f"127.0.0.1:{port}",
+                        "--batch-size", 2, backend=None, env=env, wait=False)
+            try:
+                _wait_for(lambda: len(manifest(out)) >= 20, 300, "the first items")
+                on_node = [pid for pid in _actors() if os.getpgid(pid) == node.pid]
+                assert len(on_node) == 1 and len(_actors()) == 2, "one actor on each node"
+                os.killpg(node.pid, signal.SIGKILL)
+                lost_at = len(manifest(out))
+                _, stderr = job.communicate(timeout=600)
+            finally:
+                job.kill()
+    assert job.returncode == 0, stderr[-3000:]
+    assert "Ray actors on 2 node(s)" in stderr and lost_at < len(ids)
+    rows = manifest(out)
+    assert sorted(r["id"] for r in rows) == ids  # none lost, none twice
+    check_wavs(out, rows)
+
+    some = ids[::6]
+    (tmp_path / "some.jsonl").write_text("".join(line for line in (tmp_path / "in.jsonl").read_text().splitlines(True)
+                                                 if json.loads(line)["id"] in some))
+    local = tmp_path / "local"
+    proc = batch(tmp_path / "some.jsonl", "--voice", real_voice, "--out", local, "--workers", 2)
+    assert proc.returncode == 0, proc.stderr
+    by_id = {r["id"]: r for r in rows}
+    for row in manifest(local):
+        assert (local / row["path"]).read_bytes() == (out / by_id[row["id"]]["path"]).read_bytes(), row["id"]
 
 
 def _answers(port: int) -> bool:

