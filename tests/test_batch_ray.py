@@ -176,31 +176,60 @@ def test_joins_a_running_cluster_by_its_address(exported, tmp_path):
         check_wavs(out, manifest(out))
 
 
-def test_a_node_lost_mid_job_loses_and_doubles_nothing(real_voice, tmp_path):
-    """A head and a second node on this machine (``ray start --address``, loopback), one actor on each; the second
-    node (its raylet, its actor: its whole session) SIGKILLed mid-job. The job ends on the head alone with every id
-    once, and the WAVs are the bytes this machine's process pool writes."""
-    from benchmarks.wyoming_servers import free_port
+# Two Ray nodes on this machine, on loopback: Ray's own test cluster (``ray start --address`` refuses a second node
+# while Ray is held to loopback, and without that switch it listens on every interface). Prints the address and the
+# second node's raylet, then holds the cluster until its stdin closes.
+TWO_NODES = """
+import json, os, sys
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+node = cluster.add_node(num_cpus=1)
+print(json.dumps({"address": cluster.address, "raylet": node.all_processes["raylet"][0].process.pid}), flush=True)
+sys.stdin.read()
+cluster.shutdown()
+"""
 
+
+def test_a_node_lost_mid_job_loses_and_doubles_nothing(real_voice, tmp_path):
+    """A head and a second node, one actor on each; the second node (its raylet and its actor) SIGKILLed mid-job.
+    The job ends on the head alone with every id once, and the WAVs are the bytes this machine's process pool
+    writes."""
     sentences = dev_sentences()
     ids = [f"clip-{k:03d}" for k in range(120)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, "text": sentences[k % len(sentences)]}) + "\n"
                                                for k, i in enumerate(ids)))
-    out, port, env = tmp_path / "ray", free_port(), {**os.environ, **RAY_ENV}
-    with ray_node("--head", f"--port={port}", "--include-dashboard=false", env=env) as head:
-        _wait_for(lambda: head.poll() is not None or _answers(port), 120, "the Ray head")
-        with ray_node(f"--address=127.0.0.1:{port}", env=env) as node:
-            job = batch(tmp_path / "in.jsonl", "--voice", real_voice, "--out", out, "--address", f"127.0.0.1:{port}",
-                        "--batch-size", 2, backend=None, env=env, wait=False)
-            try:
-                _wait_for(lambda: len(manifest(out)) >= 20, 300, "the first items")
-                on_node = [pid for pid in _actors() if os.getpgid(pid) == node.pid]
-                assert len(on_node) == 1 and len(_actors()) == 2, "one actor on each node"
-                os.killpg(node.pid, signal.SIGKILL)
-                lost_at = len(manifest(out))
-                _, stderr = job.communicate(timeout=600)
-            finally:
-                job.kill()
+    out = tmp_path / "ray"
+    cluster = subprocess.Popen([sys.executable, "-c", TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        nodes = json.loads(cluster.stdout.readline())
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        job = batch(tmp_path / "in.jsonl", "--voice", real_voice, "--out", out, "--address", nodes["address"],
+                    "--batch-size", 2, backend=None, env=env, wait=False)
+        try:
+            _wait_for(lambda: len(manifest(out)) >= 20, 300, "the first items")
+            from runtime.batch.cluster import ACTOR_NAME
+
+            on_node = processes(ACTOR_NAME.encode(), parent=nodes["raylet"])
+            assert len(on_node) == 1 and len(_actors()) == 2, "one actor on each node"
+            assert not _listening_beyond_loopback({cluster.pid, nodes["raylet"], *_actors()})
+            assert job.poll() is None
+            for pid in (nodes["raylet"], *on_node):
+                os.kill(pid, signal.SIGKILL)
+            lost_at = len(manifest(out))
+            _wait_for(lambda: len(_actors()) == 1, 30, "the lost node's actor to be gone")
+            _, stderr = job.communicate(timeout=600)
+        finally:
+            job.kill()
+    finally:
+        cluster.stdin.close()
+        try:
+            cluster.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait(timeout=30)
     assert job.returncode == 0, stderr[-3000:]
     assert "Ray actors on 2 node(s)" in stderr and lost_at < len(ids)
     rows = manifest(out)
