@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--case", type=int, help="run this one case (a text, or a connection) alone, showing it")
         s.add_argument("--out", type=Path, help="write report.md and results.json here")
         s.add_argument("--docs", action="store_true", help="also publish the report under docs/measured/")
+    sub.choices["text"].add_argument("--workers", type=int, default=1, help="processes, a voice each (the cases "
+                                     "are the same whatever the number)")
     w = sub.choices["wyoming"]
     w.add_argument("--concurrency", type=int, default=4, help="connections at once")
     w.add_argument("--read-timeout", type=float, default=60.0, help="seconds a connection may take to be closed")
@@ -85,28 +87,75 @@ def try_text(voice: Voice, text: str) -> tuple[str, str | None]:
         return "crash", traceback.format_exc(limit=6)
 
 
+_VOICE: list[Voice] = []  # a worker's voice, loaded once
+
+
+def _load_worker_voice(path: str) -> None:
+    _VOICE[:] = [Voice.load(path, threads=1)]
+
+
+def _text_cases(seed: int, cases: list[int]) -> list[tuple[int, str, str, str, str | None]]:
+    rows = []
+    for case in cases:
+        kind, text = hostile.text(seed, case)
+        rows.append((case, kind, text, *try_text(_VOICE[0], text)))
+    return rows
+
+
+def _texts_in_workers(args, cases: list[int]):
+    """What ``_text_cases`` gives, from ``args.workers`` processes (a voice each; a case is remade from its seed and
+    number): 50 cases a task. A worker that dies (a crash in native code) ends the run: every case not yet done
+    is a crash, each to be run alone with ``--case``."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+    import multiprocessing
+
+    blocks = [cases[k:k + 50] for k in range(0, len(cases), 50)]
+    with ProcessPoolExecutor(args.workers, multiprocessing.get_context("spawn"), _load_worker_voice,
+                             (str(args.voice),)) as pool:
+        futures = {pool.submit(_text_cases, args.seed, block): block for block in blocks}
+        done = set()
+        for future in as_completed(futures):
+            try:
+                rows = future.result()
+            except BrokenProcessPool:
+                left = [case for f, block in futures.items() if f not in done for case in block]
+                why = f"a worker process died (native code) on one of the {len(left)} cases not done"
+                for case in left:
+                    yield case, *hostile.text(args.seed, case), "crash", why
+                return
+            done.add(future)
+            yield from rows
+
+
 def run_text(args) -> dict:
-    voice = Voice.load(args.voice, threads=1)
-    cases = [args.case] if args.case is not None else range(args.count)
+    cases = [args.case] if args.case is not None else list(range(args.count))
     outcomes, kinds, crashes, handled = Counter(), Counter(), [], Counter()
     show = Progress(every_s=30)
     show.total(len(cases))
     start = time.perf_counter()
-    for case in cases:
-        kind, text = hostile.text(args.seed, case)
-        if args.case is not None:
-            print(f"case {case} ({kind}): {text!r}")
-        outcome, detail = try_text(voice, text)
-        outcomes[outcome] += 1
-        kinds[kind.split(":")[0]] += 1
-        if outcome == "handled":
-            handled[detail.split(":")[0]] += 1
-        if outcome == "crash":
-            crashes.append({"case": case, "kind": kind, "text": repr(text)[:300], "error": detail})
-            print(f"CRASH seed {args.seed} case {case} ({kind}): {text[:120]!r}\n{detail}\n"
-                  f"  reproduce: python -m benchmarks.fuzz text --voice {args.voice} --seed {args.seed} --case {case}",
-                  file=sys.stderr)
-        show.step(f"{outcomes['crash']} crashes")
+    if args.workers > 1 and len(cases) > 1:
+        results = _texts_in_workers(args, cases)
+    else:
+        _load_worker_voice(str(args.voice))
+        results = (row for case in cases for row in _text_cases(args.seed, [case]))
+    try:
+        for case, kind, text, outcome, detail in results:
+            if args.case is not None:
+                print(f"case {case} ({kind}): {text!r}")
+            outcomes[outcome] += 1
+            kinds[kind.split(":")[0]] += 1
+            if outcome == "handled":
+                handled[detail.split(":")[0]] += 1
+            if outcome == "crash":
+                crashes.append({"case": case, "kind": kind, "text": repr(text)[:300], "error": detail})
+                print(f"CRASH seed {args.seed} case {case} ({kind}): {text[:120]!r}\n{detail}\n"
+                      f"  reproduce: python -m benchmarks.fuzz text --voice {args.voice} --seed {args.seed} --case "
+                      f"{case}", file=sys.stderr)
+            show.step(f"{outcomes['crash']} crashes")
+    finally:
+        results.close()
+    crashes.sort(key=lambda c: c["case"])
     return {"target": "text", "seed": args.seed, "cases": len(cases), "seconds": round(time.perf_counter() - start, 1),
             "outcomes": dict(outcomes), "kinds": dict(sorted(kinds.items())), "handled_by_error": dict(handled),
             "crashes": crashes, "passed": not crashes}

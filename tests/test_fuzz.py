@@ -4,6 +4,7 @@ synthesis (no crash), mutated Wyoming frames against a server on loopback (answe
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -20,9 +21,12 @@ def test_cases_are_remade_from_seed_and_number():
 def test_hostile_texts_crash_nothing(exported, tmp_path):
     pytest.importorskip("tiny_vits")
     voice = exported("phoneme")
-    assert fuzz.main(["text", "--voice", str(voice), "--count", "150", "--seed", "1", "--out", str(tmp_path)]) == 0
+    assert fuzz.main(["text", "--voice", str(voice), "--count", "150", "--seed", "1", "--workers", "2", "--out",
+                      str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["cases"] == 150 and result["outcomes"].get("crash", 0) == 0, result["crashes"]
+    kinds = Counter(hostile.text(1, case)[0].split(":")[0] for case in range(150))
+    assert result["kinds"] == dict(kinds) and sum(result["outcomes"].values()) == 150  # each case once, in 2 workers
     # '░ਝ' (espeak-ng's "No envelope") is among the literals every run can draw
     assert "░ਝ" in hostile.LITERALS
 
