@@ -111,8 +111,9 @@ def _texts_in_workers(args, cases: list[int]):
     import multiprocessing
 
     blocks = [cases[k:k + 50] for k in range(0, len(cases), 50)]
-    with ProcessPoolExecutor(args.workers, multiprocessing.get_context("spawn"), _load_worker_voice,
-                             (str(args.voice),)) as pool:
+    pool = ProcessPoolExecutor(args.workers, multiprocessing.get_context("spawn"), _load_worker_voice,
+                               (str(args.voice),))
+    try:
         futures = {pool.submit(_text_cases, args.seed, block): block for block in blocks}
         done = set()
         for future in as_completed(futures):
@@ -126,6 +127,8 @@ def _texts_in_workers(args, cases: list[int]):
                 return
             done.add(future)
             yield from rows
+    finally:  # stopped early (Ctrl-C, a crash above): the blocks not started are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_text(args) -> dict:
