@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from runtime.signals import deferred
+
 _UMASK: int | None = None
 EXIT_CANNOT_WRITE = 73  # sysexits.h's EX_CANTCREAT: every command's exit code when its output cannot be written
 _REASONS = {
@@ -212,15 +214,21 @@ class AtomicFile:
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """An ``AtomicFile`` as a block: ``path`` appears, complete and durable, only if the block succeeds. A full
     disk inside the block (a write's ENOSPC, which names no file) is a ``WriteError`` naming ``path``."""
-    out = AtomicFile(path)
+    out = None
     try:
+        # a SIGTERM or SIGINT while the temporary is made (``interruptible``) is raised once ``out`` holds it
+        with deferred():
+            out = AtomicFile(path)
         yield out.file
     except OSError as exc:
+        if out is None:
+            raise
         out.abort()
         if exc.errno in FULL and exc.filename in (None, str(out.tmp)):
             raise WriteError.of(exc, out.path) from exc
         raise
     except BaseException:
-        out.abort()
+        if out is not None:
+            out.abort()
         raise
     out.commit()

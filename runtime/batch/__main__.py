@@ -36,7 +36,7 @@ from runtime.batch import cluster, local
 from runtime.batch.jobs import FATAL, UNWRITABLE, ErrorLog, JobError, Manifest, Plan, Progress, read_input, shape
 from runtime.config import UsageError, VoiceError, add_synthesis_flags, read_sidecar, resolve, synthesis_from_args
 from runtime.files import EXIT_CANNOT_WRITE, WriteError, make_dirs
-from runtime.signals import Interrupted, interruptible, take_back
+from runtime.signals import Interrupted, deferred, interruptible, take_back
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 logger = logging.getLogger("runtime.batch")
@@ -171,9 +171,13 @@ def run(args: argparse.Namespace) -> int:
         workers, threads = shape(args.workers, args.threads, [os.cpu_count() or 1])
         rows = local.run(todo, **job, workers=workers, threads=threads)
         where = "local worker processes"
+    errors = None
     try:
-        errors = ErrorLog(args.out)  # rewritten once the job can start: a failed start keeps the last run's record
+        with deferred():  # rewritten once the job can start: a failed start keeps the last run's record
+            errors = ErrorLog(args.out)
     except BaseException:
+        if errors is not None:  # (a signal while it was made)
+            errors.abort()
         manifest.close()
         raise
     logger.warning("%d items, %d already in %s, %d to speak (%d %s x %d threads; %s)", len(items),

@@ -221,9 +221,15 @@ class ErrorLog:
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / ERRORS
-        self._out = AtomicFile(self.path)
         self.count = 0
         self.failed = False
+        self._out = None
+        try:
+            with deferred():  # a signal while the temporary is made comes once it can be removed
+                self._out = AtomicFile(self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def add(self, record: dict) -> None:
         with deferred():  # a whole record, whatever signal comes
@@ -236,9 +242,14 @@ class ErrorLog:
 
     def close(self) -> None:
         if self.failed:
-            self._out.abort()
+            self.abort()
         else:
             self._out.commit()
+
+    def abort(self) -> None:
+        """Drop this run's record: the last run's stays."""
+        if self._out is not None:
+            self._out.abort()
 
 
 def shape(workers: int | None, threads: int | None, node_cpus: list[int]) -> tuple[int, int]:
