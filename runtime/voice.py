@@ -349,8 +349,10 @@ class Voice:
                              "it, or run `python -m exporter split VOICE` on it")
         language = call.syn.language
         lines = text.splitlines() if isinstance(text, str) else text
-        pieces = (bounded for sentence in iter_sentences(lines)
-                  for bounded in bounded_by_ids(sentence, lambda t: self.text_to_ids(t, language=language)))
+        def ids_of(text: str) -> list[int]:
+            return self.text_to_ids(text, language=language)
+
+        pieces = (bounded for sentence in iter_sentences(lines) for bounded in bounded_by_ids(sentence, ids_of))
         for index, (sentence, ids) in enumerate(pieces):
             if not ids:
                 logger.warning("nothing this voice can say in %r; skipped", sentence)

@@ -59,6 +59,19 @@ def _address(hexed: str):
     return getattr(address, "ipv4_mapped", None) or address
 
 
+def assert_same_bytes_as_the_local_pool(tmp_path: Path, voice, rows: list[dict], out: Path, some: list[str]) -> None:
+    """The items ``some`` of ``tmp_path/in.jsonl`` from this machine's process pool, uninterrupted: the same bytes as
+    the Ray job's ``rows`` in ``out`` (noise comes from each id)."""
+    (tmp_path / "some.jsonl").write_text("".join(line for line in (tmp_path / "in.jsonl").read_text().splitlines(True)
+                                                 if json.loads(line)["id"] in some))
+    local = tmp_path / "local"
+    proc = batch(tmp_path / "some.jsonl", "--voice", voice, "--out", local, "--workers", 2)
+    assert proc.returncode == 0, proc.stderr
+    by_id = {r["id"]: r for r in rows}
+    for row in manifest(local):
+        assert (local / row["path"]).read_bytes() == (out / by_id[row["id"]]["path"]).read_bytes(), row["id"]
+
+
 def test_ray_job_resumes_survives_a_killed_actor_and_matches_the_local_pool(real_voice, tmp_path):
     sentences = dev_sentences()
     ids = [f"clip-{k:03d}" for k in range(240)]
@@ -101,16 +114,7 @@ def test_ray_job_resumes_survives_a_killed_actor_and_matches_the_local_pool(real
     check_wavs(out, rows)
     assert not _actors(), "the job leaves no Ray processes behind"
 
-    # the same items from this machine's process pool, uninterrupted: the same bytes (noise comes from each id)
-    some = ids[::8]
-    (tmp_path / "some.jsonl").write_text("".join(line for line in (tmp_path / "in.jsonl").read_text().splitlines(True)
-                                                 if json.loads(line)["id"] in some))
-    local = tmp_path / "local"
-    proc = batch(tmp_path / "some.jsonl", "--voice", real_voice, "--out", local, "--workers", 2)
-    assert proc.returncode == 0, proc.stderr
-    by_id = {r["id"]: r for r in rows}
-    for row in manifest(local):
-        assert (local / row["path"]).read_bytes() == (out / by_id[row["id"]]["path"]).read_bytes(), row["id"]
+    assert_same_bytes_as_the_local_pool(tmp_path, real_voice, rows, out, ids[::8])
 
 
 def test_backend_choice_and_cluster_errors(exported, tmp_path):
@@ -236,15 +240,7 @@ def test_a_node_lost_mid_job_loses_and_doubles_nothing(real_voice, tmp_path):
     assert sorted(r["id"] for r in rows) == ids  # none lost, none twice
     check_wavs(out, rows)
 
-    some = ids[::6]
-    (tmp_path / "some.jsonl").write_text("".join(line for line in (tmp_path / "in.jsonl").read_text().splitlines(True)
-                                                 if json.loads(line)["id"] in some))
-    local = tmp_path / "local"
-    proc = batch(tmp_path / "some.jsonl", "--voice", real_voice, "--out", local, "--workers", 2)
-    assert proc.returncode == 0, proc.stderr
-    by_id = {r["id"]: r for r in rows}
-    for row in manifest(local):
-        assert (local / row["path"]).read_bytes() == (out / by_id[row["id"]]["path"]).read_bytes(), row["id"]
+    assert_same_bytes_as_the_local_pool(tmp_path, real_voice, rows, out, ids[::6])
 
 
 def _answers(port: int) -> bool:

@@ -173,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
         where = "local worker processes"
     errors = None
     try:
-        with deferred():  # rewritten once the job can start: a failed start keeps the last run's record
+        # rewritten once the job can start: a failed start keeps the last run's record; a signal while its
+        # temporary is made comes once ``errors`` holds it
+        with deferred():
             errors = ErrorLog(args.out)
     except BaseException:
         if errors is not None:  # (a signal while it was made)

@@ -223,13 +223,7 @@ class ErrorLog:
         self.path = Path(folder) / ERRORS
         self.count = 0
         self.failed = False
-        self._out = None
-        try:
-            with deferred():  # a signal while the temporary is made comes once it can be removed
-                self._out = AtomicFile(self.path)
-        except BaseException:
-            self.abort()
-            raise
+        self._out = AtomicFile(self.path)
 
     def add(self, record: dict) -> None:
         with deferred():  # a whole record, whatever signal comes
@@ -248,8 +242,7 @@ class ErrorLog:
 
     def abort(self) -> None:
         """Drop this run's record: the last run's stays."""
-        if self._out is not None:
-            self._out.abort()
+        self._out.abort()
 
 
 def shape(workers: int | None, threads: int | None, node_cpus: list[int]) -> tuple[int, int]:
