@@ -8,7 +8,9 @@ numbers, emoji, combining marks, right-to-left text, lone surrogates, known trou
 ``benchmarks/hostile.py``) goes through the frontend (``Voice.text_to_ids``) and the whole synthesis path
 (``Voice.synthesize``), and every sample must be finite. The errors the runtime documents (``VoiceError`` and
 ``FrontendError``: a message that says what to do) count as handled; anything else is a crash, printed with its
-seed and case number (``--case N`` runs that case alone).
+seed and case number (``--case N`` runs that case alone). A long run can be stopped and taken up again:
+``--out DIR`` keeps the tally (and which cases are done) in ``DIR/results.json`` every minute and when stopped, and
+``--resume`` runs only the cases of ``--count`` that it does not already hold (also to extend a finished run).
 
 ``wyoming``: ``python -m runtime.serve`` on loopback; each connection sends one to six frames (valid events, in
 right and wrong orders, truncated, oversized, wrong types, bad JSON, random bytes), half-closes, and reads until
@@ -27,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -42,6 +45,8 @@ from benchmarks.results import publish
 from benchmarks.wyoming_load import one_request
 from benchmarks.wyoming_servers import ServerProcess, rss_mb
 from runtime.config import VoiceError
+from runtime.files import atomic_open
+from runtime.signals import Interrupted, interruptible
 from runtime.text.errors import FrontendError
 from runtime.voice import Voice
 
@@ -60,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--case", type=int, help="run this one case (a text, or a connection) alone, showing it")
         s.add_argument("--out", type=Path, help="write report.md and results.json here")
         s.add_argument("--docs", action="store_true", help="also publish the report under docs/measured/")
-    sub.choices["text"].add_argument("--workers", type=int, default=1, help="processes, a voice each (the cases "
-                                     "are the same whatever the number)")
+    t = sub.choices["text"]
+    t.add_argument("--workers", type=int, default=1, help="processes, a voice each (the cases are the same whatever "
+                   "the number)")
+    t.add_argument("--resume", action="store_true", help="take up the run kept in --out: only the cases it has not "
+                   "done are run, and the report counts them all")
     w = sub.choices["wyoming"]
     w.add_argument("--concurrency", type=int, default=4, help="connections at once")
     w.add_argument("--read-timeout", type=float, default=60.0, help="seconds a connection may take to be closed")
@@ -90,7 +98,11 @@ def try_text(voice: Voice, text: str) -> tuple[str, str | None]:
 _VOICE: list[Voice] = []  # a worker's voice, loaded once
 
 
-def _load_worker_voice(path: str) -> None:
+def _load_worker_voice(path: str, worker: bool = False) -> None:
+    if worker:  # Ctrl-C and SIGTERM are the main process's to handle: it stops the pool and keeps the tally
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        logging.basicConfig(level=logging.ERROR)  # as the main process (a spawned worker starts without it)
     _VOICE[:] = [Voice.load(path, threads=1)]
 
 
@@ -112,7 +124,7 @@ def _texts_in_workers(args, cases: list[int]):
 
     blocks = [cases[k:k + 50] for k in range(0, len(cases), 50)]
     pool = ProcessPoolExecutor(args.workers, multiprocessing.get_context("spawn"), _load_worker_voice,
-                               (str(args.voice),))
+                               (str(args.voice), True))
     try:
         futures = {pool.submit(_text_cases, args.seed, block): block for block in blocks}
         done = set()
@@ -131,12 +143,57 @@ def _texts_in_workers(args, cases: list[int]):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _ranges(cases) -> list[list[int]]:
+    """Sorted case numbers as ``[start, stop)`` ranges (a tally of 100,000 cases stays a few lines)."""
+    out: list[list[int]] = []
+    for case in sorted(cases):
+        if out and out[-1][1] == case:
+            out[-1][1] += 1
+        else:
+            out.append([case, case + 1])
+    return out
+
+
+def _earlier(args) -> dict | None:
+    """The tally kept in ``--out`` by an earlier run of the same seed and voice, for ``--resume``."""
+    path = args.out / "results.json"
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text())
+    if r.get("target") != "text" or r.get("seed") != args.seed or r.get("voice", str(args.voice)) != str(args.voice):
+        raise SystemExit(f"error: {path} holds a run of another target, seed or voice ({r.get('target')}, seed "
+                         f"{r.get('seed')}, {r.get('voice')}): give --resume the --out of the same run, or a new --out")
+    r.setdefault("done", [[0, r["cases"]]])  # a run that kept no ranges was written only when it had done them all
+    return r
+
+
 def run_text(args) -> dict:
-    cases = [args.case] if args.case is not None else list(range(args.count))
-    outcomes, kinds, crashes, handled = Counter(), Counter(), [], Counter()
+    earlier = _earlier(args) if args.resume and args.case is None else None
+    done = {case for start, stop in (earlier or {}).get("done", []) for case in range(start, stop)}
+    cases = [args.case] if args.case is not None else [case for case in range(args.count) if case not in done]
+    past = earlier or {}
+    outcomes, kinds = Counter(past.get("outcomes", {})), Counter(past.get("kinds", {}))
+    handled, crashes = Counter(past.get("handled_by_error", {})), list(past.get("crashes", []))
+    seconds_before, sittings = past.get("seconds", 0.0), past.get("sittings", 1) + (1 if earlier else 0)
+    if earlier:
+        print(f"resuming {args.out / 'results.json'}: {len(done)} cases done, {len(cases)} to run", file=sys.stderr)
     show = Progress(every_s=30)
     show.total(len(cases))
-    start = time.perf_counter()
+    start = saved = time.perf_counter()
+
+    def tally() -> dict:
+        crashes.sort(key=lambda c: c["case"])
+        return {"target": "text", "seed": args.seed, "voice": str(args.voice), "cases": len(done),
+                "seconds": round(seconds_before + time.perf_counter() - start, 1), "sittings": sittings,
+                "outcomes": dict(outcomes), "kinds": dict(sorted(kinds.items())), "handled_by_error": dict(handled),
+                "crashes": crashes, "done": _ranges(done), "passed": not crashes}
+
+    def keep() -> None:  # the tally so far, for --resume (the finished run's file is written by main)
+        if args.out is not None and args.case is None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            with atomic_open(args.out / "results.json") as f:
+                f.write((json.dumps({"facts": facts(), **tally()}, indent=1) + "\n").encode())
+
     if args.workers > 1 and len(cases) > 1:
         results = _texts_in_workers(args, cases)
     else:
@@ -148,6 +205,7 @@ def run_text(args) -> dict:
                 print(f"case {case} ({kind}): {text!r}")
             outcomes[outcome] += 1
             kinds[kind.split(":")[0]] += 1
+            done.add(case)
             if outcome == "handled":
                 handled[detail.split(":")[0]] += 1
             if outcome == "crash":
@@ -156,19 +214,26 @@ def run_text(args) -> dict:
                       f"  reproduce: python -m benchmarks.fuzz text --voice {args.voice} --seed {args.seed} --case "
                       f"{case}", file=sys.stderr)
             show.step(f"{outcomes['crash']} crashes")
+            if time.perf_counter() - saved > 60:
+                keep()
+                saved = time.perf_counter()
+    except BaseException:  # stopped (Ctrl-C, SIGTERM as KeyboardInterrupt): what was done is kept for --resume
+        keep()
+        raise
     finally:
         results.close()
-    crashes.sort(key=lambda c: c["case"])
-    return {"target": "text", "seed": args.seed, "cases": len(cases), "seconds": round(time.perf_counter() - start, 1),
-            "outcomes": dict(outcomes), "kinds": dict(sorted(kinds.items())), "handled_by_error": dict(handled),
-            "crashes": crashes, "passed": not crashes}
+    result = tally()
+    if args.case is not None:
+        result["cases"] = 1
+    return result
 
 
 def text_report(r: dict, voice: Path) -> str:
     o = r["outcomes"]
     lines = [f"**{r['cases']} hostile texts, seed {r['seed']}: {o.get('crash', 0)} crashes**, {o.get('ok', 0)} spoken "
              f"(or skipped as nothing to say), {o.get('handled', 0)} refused with the runtime's documented errors; "
-             f"{r['seconds']:.0f} s on the voice `{voice}`.", "",
+             f"{r['seconds']:.0f} s on the voice `{voice}`"
+             + (f" (in {r['sittings']} sittings, by `--resume`)." if r.get("sittings", 1) > 1 else "."), "",
              "| kind of text | cases |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in r["kinds"].items()]
     if r["handled_by_error"]:
@@ -324,21 +389,36 @@ def wyoming_report(r: dict, voice: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def facts() -> dict:
+    return {"date": time.strftime("%Y-%m-%d"), "cpu": sysinfo.cpu_model(), "cores": len(os.sched_getaffinity(0))}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "resume", False) and args.out is None:
+        print("error: --resume takes up the run kept in --out: give --out DIR", file=sys.stderr)
+        return 2
     if args.count < 1:
         print("error: --count must be at least 1", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.ERROR)  # the runtime's warnings about unsayable text would be most of the run
-    result = run_text(args) if args.target == "text" else run_wyoming(args)
+    try:
+        with interruptible():
+            result = run_text(args) if args.target == "text" else run_wyoming(args)
+    except Interrupted as stop:
+        if args.target == "text" and args.out is not None and args.case is None:
+            print(f"stopped by {stop.name}: the cases done are kept in {args.out / 'results.json'}; the same command "
+                  "with --resume takes the run up", file=sys.stderr)
+        return stop.exit_code
     title = "Hostile texts" if args.target == "text" else "Mutated Wyoming frames"
     body = text_report(result, args.voice) if args.target == "text" else wyoming_report(result, args.voice)
-    facts = {"date": time.strftime("%Y-%m-%d"), "cpu": sysinfo.cpu_model(), "cores": len(os.sched_getaffinity(0))}
-    report = f"# {title} ({facts['date']}, {facts['cpu']}, {facts['cores']} cores)\n\n{body}"
+    facts_ = facts()
+    report = f"# {title} ({facts_['date']}, {facts_['cpu']}, {facts_['cores']} cores)\n\n{body}"
     print(report)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps({"facts": facts, **result}, indent=1) + "\n")
+        with atomic_open(args.out / "results.json") as f:
+            f.write((json.dumps({"facts": facts_, **result}, indent=1) + "\n").encode())
         (args.out / "report.md").write_text(report)
     if args.docs and args.case is None:
         print(f"published: {publish('fuzz-' + args.target, report, argv)}")
