@@ -85,7 +85,7 @@ LENGTH_SCALES = (0.85, 1.0, 1.2)
 @dataclass(frozen=True)
 class FinetuneConfig:
     """The training; the defaults are what measured best on the real voice (docs/int8.md, "Fine-tuned int8"): 3000
-    steps take ~15 min on 2 cores (0.3 s a step), the whole preset ~20 min."""
+    steps take ~25 min on 2 cores (0.50 s a step on a 2-core Xeon, 2026-12-07), the whole preset about 30."""
 
     steps: int = 3000
     batch: int = 4
@@ -101,7 +101,7 @@ class FinetuneConfig:
     # (0: none), the discriminator's width (1.0: HiFi-GAN's published one), its learning rate, and the steps it
     # trains alone before the student hears from it (it starts from nothing; the student starts close to fp32).
     adversarial: float = 0.0
-    discriminator_width: float = 0.0625  # 1/16: 0.47 M parameters, ~0.2 s a step more on 2 cores
+    discriminator_width: float = 0.0625  # 1/16: 0.47 M parameters, 0.13 s a step more on 2 cores
     lr_discriminator: float = 2e-4
     discriminator_warmup: int = 300
 
@@ -232,7 +232,7 @@ def finetune(voice_dir: Path, qdq_model: Path, plan: str, cfg: FinetuneConfig | 
     fp32_model = onnx.load(str(voice_dir / contract.MODEL_FILE))
     polyphase.rewrite(fp32_model, lambda node: True)
     fp32 = {t.name: onnx.numpy_helper.to_array(t) for t in fp32_model.graph.initializer}
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # never required: 2 CPU cores take ~15 min
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # never required: 2 CPU cores take ~25 min
     graph = FakeQuantGraph(vocoder, fp32).to_device(device)
     recorded = {n.input[0] for n in vocoder.graph.node if n.op_type == "QuantizeLinear"
                 and n.input[0] not in graph.constants}
