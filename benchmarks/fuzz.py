@@ -98,12 +98,17 @@ def try_text(voice: Voice, text: str) -> tuple[str, str | None]:
 _VOICE: list[Voice] = []  # a worker's voice, loaded once
 
 
-def _load_worker_voice(path: str, worker: bool = False) -> None:
-    if worker:  # Ctrl-C and SIGTERM are the main process's to handle: it stops the pool and keeps the tally
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        logging.basicConfig(level=logging.ERROR)  # as the main process (a spawned worker starts without it)
+def _load_worker_voice(path: str) -> None:
     _VOICE[:] = [Voice.load(path, threads=1)]
+
+
+def _start_worker(path: str) -> None:
+    """A pool process: Ctrl-C and SIGTERM are the main process's to handle (it stops the pool and keeps the tally),
+    and the logging is the main process's (a spawned process starts without it)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(level=logging.ERROR)
+    _load_worker_voice(path)
 
 
 def _text_cases(seed: int, cases: list[int]) -> list[tuple[int, str, str, str, str | None]]:
@@ -123,8 +128,8 @@ def _texts_in_workers(args, cases: list[int]):
     import multiprocessing
 
     blocks = [cases[k:k + 50] for k in range(0, len(cases), 50)]
-    pool = ProcessPoolExecutor(args.workers, multiprocessing.get_context("spawn"), _load_worker_voice,
-                               (str(args.voice), True))
+    pool = ProcessPoolExecutor(args.workers, multiprocessing.get_context("spawn"), _start_worker,
+                               (str(args.voice),))
     try:
         futures = {pool.submit(_text_cases, args.seed, block): block for block in blocks}
         done = set()
@@ -169,9 +174,9 @@ def _earlier(args) -> dict | None:
 
 def run_text(args) -> dict:
     earlier = _earlier(args) if args.resume and args.case is None else None
-    done = {case for start, stop in (earlier or {}).get("done", []) for case in range(start, stop)}
-    cases = [args.case] if args.case is not None else [case for case in range(args.count) if case not in done]
     past = earlier or {}
+    done = {case for start, stop in past.get("done", []) for case in range(start, stop)}
+    cases = [args.case] if args.case is not None else [case for case in range(args.count) if case not in done]
     outcomes, kinds = Counter(past.get("outcomes", {})), Counter(past.get("kinds", {}))
     handled, crashes = Counter(past.get("handled_by_error", {})), list(past.get("crashes", []))
     seconds_before, sittings = past.get("seconds", 0.0), past.get("sittings", 1) + (1 if earlier else 0)
@@ -182,17 +187,14 @@ def run_text(args) -> dict:
     start = saved = time.perf_counter()
 
     def tally() -> dict:
-        crashes.sort(key=lambda c: c["case"])
         return {"target": "text", "seed": args.seed, "voice": str(args.voice), "cases": len(done),
                 "seconds": round(seconds_before + time.perf_counter() - start, 1), "sittings": sittings,
                 "outcomes": dict(outcomes), "kinds": dict(sorted(kinds.items())), "handled_by_error": dict(handled),
-                "crashes": crashes, "done": _ranges(done), "passed": not crashes}
+                "crashes": sorted(crashes, key=lambda c: c["case"]), "done": _ranges(done), "passed": not crashes}
 
     def keep() -> None:  # the tally so far, for --resume (the finished run's file is written by main)
         if args.out is not None and args.case is None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            with atomic_open(args.out / "results.json") as f:
-                f.write((json.dumps({"facts": facts(), **tally()}, indent=1) + "\n").encode())
+            write_results(args.out, tally())
 
     if args.workers > 1 and len(cases) > 1:
         results = _texts_in_workers(args, cases)
@@ -222,10 +224,7 @@ def run_text(args) -> dict:
         raise
     finally:
         results.close()
-    result = tally()
-    if args.case is not None:
-        result["cases"] = 1
-    return result
+    return tally()
 
 
 def text_report(r: dict, voice: Path) -> str:
@@ -389,8 +388,16 @@ def wyoming_report(r: dict, voice: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def facts() -> dict:
+def machine_facts() -> dict:
     return {"date": time.strftime("%Y-%m-%d"), "cpu": sysinfo.cpu_model(), "cores": len(os.sched_getaffinity(0))}
+
+
+def write_results(out: Path, result: dict) -> None:
+    """``out/results.json``: the result with the machine's facts, whole or not at all (a run stopped while it is
+    written keeps the last one, which ``--resume`` reads)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out / "results.json") as f:
+        f.write((json.dumps({"facts": machine_facts(), **result}, indent=1) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,13 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         return stop.exit_code
     title = "Hostile texts" if args.target == "text" else "Mutated Wyoming frames"
     body = text_report(result, args.voice) if args.target == "text" else wyoming_report(result, args.voice)
-    facts_ = facts()
-    report = f"# {title} ({facts_['date']}, {facts_['cpu']}, {facts_['cores']} cores)\n\n{body}"
+    facts = machine_facts()
+    report = f"# {title} ({facts['date']}, {facts['cpu']}, {facts['cores']} cores)\n\n{body}"
     print(report)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_open(args.out / "results.json") as f:
-            f.write((json.dumps({"facts": facts_, **result}, indent=1) + "\n").encode())
+        write_results(args.out, result)
         (args.out / "report.md").write_text(report)
     if args.docs and args.case is None:
         print(f"published: {publish('fuzz-' + args.target, report, argv)}")
