@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from exporter.pi.emulation import CannotEmulate
 from exporter.quant.plans import ALL_PRESETS, DEFAULT_PRESET, TARGETS
 from runtime import contract
 from runtime.files import EXIT_CANNOT_WRITE, FULL, WriteError
+from runtime.signals import Interrupted, interruptible
 
 logger = logging.getLogger("exporter")
 EXIT_CANNOT_EMULATE = 77  # as make arm-check: the machine cannot do it, nothing is wrong with the voice
@@ -177,18 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds: temporary files are removed, nothing half-written stays
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    before = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        return _run(args)
-    finally:
-        # called in-process (tests, notebooks): the caller's handler is back
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+        with interruptible():  # Ctrl-C and SIGTERM unwind: temporaries are removed, nothing half-written stays
+            return _run(args)
+    except Interrupted as exc:
+        print(f"stopped by {exc.name}: nothing was left half-written; the same command starts again "
+              "(fine-tuning goes on from its last checkpoint)", file=sys.stderr)
+        return exc.exit_code
 
 
 def _run(args) -> int:

@@ -277,3 +277,41 @@ def test_a_stopped_synthesize_leaves_no_partial_output(exported, tmp_path, sig):
     assert proc.returncode == 128 + sig and "Traceback" not in stderr, stderr
     assert wav.read_bytes() == b"the old file" and not timings.exists()
     assert not leftovers(tmp_path)
+
+
+# -- the exporter ----------------------------------------------------------------------------------------------
+
+def test_a_stopped_finetuning_exits_cleanly_and_the_same_command_goes_on(exported, tmp_path):
+    """Ctrl-C in the longest command (the finetuned preset's training): no traceback, exit 130, no model written,
+    a line saying the same command goes on; run again, it resumes from the checkpoint, and SIGTERM stops it the
+    same way (143)."""
+    pytest.importorskip("torch")
+    import shutil
+
+    voice = tmp_path / "voice"
+    shutil.copytree(exported("char"), voice)
+    command = [sys.executable, "-m", "exporter", "quantize", str(voice), "--preset", "finetuned",
+               "--finetune-steps", "1000000"]
+
+    def stop(sig: int, ready) -> str:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not ready():
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+            proc.send_signal(sig)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == 128 + sig, stderr
+        assert "Traceback" not in stderr and f"stopped by {signal.Signals(sig).name}" in stderr, stderr
+        assert "the same command starts again" in stderr
+        assert not (voice / "model.finetuned.onnx").exists() and not leftovers(voice)
+        return stdout
+
+    checkpoints = lambda: list((voice / ".finetune").glob("*/state.pt"))  # noqa: E731
+    stop(signal.SIGINT, lambda: checkpoints())
+    written = checkpoints()[0].stat().st_mtime_ns
+    said = stop(signal.SIGTERM, lambda: checkpoints()[0].stat().st_mtime_ns != written)
+    assert "fine-tune: resuming at step" in said
