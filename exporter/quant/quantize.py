@@ -9,7 +9,7 @@ from pathlib import Path
 
 from exporter.io import publish, staging
 from exporter.pi import cost, estimate
-from exporter.quant.budget import JUDGE_SENTENCES, Comparison, Speed
+from exporter.quant.budget import JUDGE_SENTENCES, Budget, Comparison, Listener, Speed, within
 from exporter.quant.build import build
 from exporter.quant.calibration import CALIBRATION_SENTENCES
 from exporter.quant.finetune import FinetuneConfig, finetune_voice
@@ -39,7 +39,7 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
         staged = tmp / "model.onnx"
         build(voice_dir, cfg, staged)
         if cfg.preset == FP16 and not cpu.has_fp16_arithmetic():
-            measured = _on_a_pi5(voice_dir, staged, report)
+            measured = _on_a_pi5(voice_dir, staged, budget or Budget(), report)
         else:
             measured = Comparison(voice_dir, CALIBRATION_SENTENCES).measure(staged).to_dict()
             measured.update(timed_on=cpu.describe())
@@ -51,24 +51,42 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
     return dst
 
 
-def _on_a_pi5(voice_dir: Path, model: Path, report) -> dict:
+def _on_a_pi5(voice_dir: Path, model: Path, budget: Budget, report) -> dict:
     """The fp16 preset measured where its arithmetic exists: this machine runs fp16 Convs in fp32, so its audio
-    would say nothing. The sound is judged on audio made on an emulated Cortex-A76 (a Pi 5), its speed over
-    fp32 estimated there from counted instructions at one thread (CannotEmulate without QEMU)."""
+    would say nothing. The sound is judged on audio made on an emulated Cortex-A76 (a Pi 5), by the budget's
+    measures and its listeners (at zero noise: emulated audio is made without noise, so fp32's and the Pi's are
+    the same draw), its speed over fp32 estimated there from counted instructions at one thread (CannotEmulate
+    without QEMU)."""
     # the budget's judged sentences (29 s of audio): fp16 arithmetic is slow under QEMU (a software helper per
     # lane), about 90 s of a core per second of audio
     comparison = Comparison(voice_dir, JUDGE_SENTENCES)
     core = cost.A76
     report(f"fp16: this CPU has no fp16 arithmetic; judging the audio of an emulated {core.board} ({core.name}): "
            "about half an hour on 2 cores")
-    heard = estimate.EmulatedVoice(model, comparison.voice, comparison.ids, cpu=core.name, log=report)
-    measured = comparison.measure(model, heard, timed=False)
+    emulated = estimate.EmulatedVoice(model, comparison.voice, comparison.ids, cpu=core.name, log=report)
+    measured = comparison.measure(model, emulated, timed=False)
     feeds = estimate.zero_noise_feeds(comparison.voice, estimate.TEXTS[:1])
     fp32, fp16 = (estimate.one_thread(m, feeds, core, comparison.voice.sample_rate, log=report).seconds()
                   for m in (voice_dir / contract.MODEL_FILE, model))
     measured.speed = Speed.estimated(fp32 / fp16)
     out = measured.to_dict()
-    out.update(heard_on=f"{core.board} ({core.name}, emulated; onnxruntime {heard.onnxruntime})",
+    ok, verdict = within(measured, budget)
+    listener = Listener(comparison.threads)
+    if listener.available:
+        report(f"fp16: listening to fp32's and the {core.board}'s audio of {len(comparison.ids)} sentences at zero "
+               "noise (Whisper, DNSMOS, DistillMOS)")
+        texts, rate = list(comparison.sentences), comparison.voice.sample_rate
+        reference = listener.score(texts, comparison.reference, rate)
+        scores = listener.score(texts, [emulated.ids_to_audio(ids) for ids in comparison.ids], rate)
+        heard_ok, heard_verdict = Listener.verdict(reference, scores, budget)
+        # not "heard": that is at the default noise, the variants table's columns beside fp32's
+        out.update(heard_at_zero_noise={"fp16": scores, "fp32": reference})
+        ok, verdict = ok and heard_ok, f"{verdict}; {heard_verdict}"
+    if listener.notes:
+        verdict += "; " + "; ".join(listener.notes)
+    out.update(within_budget=ok, verdict=verdict)
+    report(f"fp16: {'inside' if ok else 'OUTSIDE'} the budget on the {core.board}'s audio: {verdict}")
+    out.update(heard_on=f"{core.board} ({core.name}, emulated; onnxruntime {emulated.onnxruntime})",
                timed_on={"cpu": f"{core.board} ({core.name}, emulation estimate, one thread)", "arch": "aarch64",
                          "int8_class": cpu.DOT})
     return out
