@@ -217,7 +217,11 @@ def default_model(folder: Path, config: VoiceConfig) -> tuple[str, str]:
     """Which model of a voice folder speaks when none is asked for, and why: the variant the sidecar names as the
     folder's default (``quantize`` names ``auto``'s, a plan judged to sound the same as fp32) when it is there and
     was planned for this CPU's class, else ``model.onnx``. A plan timed on one class (int8 dot-product or not)
-    is never forced on a device of the other: there its int8 may be slower than fp32."""
+    is never forced on a device of the other: there its int8 may be slower than fp32. On a CPU with fp16
+    arithmetic (a Pi 5) the fp16 file the sidecar names for it speaks first (``contract.FP16_DEFAULT``)."""
+    fp16 = config.default.get(contract.FP16_DEFAULT)
+    if isinstance(fp16, str) and fp16 and cpu.has_fp16_arithmetic() and (Path(folder) / fp16).is_file():
+        return fp16, "the folder's default on CPUs with fp16 arithmetic like this one"
     name = config.default.get("model")
     if not isinstance(name, str) or not name:
         return contract.MODEL_FILE, "no variant is the folder's default"

@@ -47,6 +47,9 @@ METADATA_KEY = "vits_edge"  # metadata_props key holding the whole sidecar as JS
 # or null when the plan computes nothing in int8}, written when a variant judged to sound the same is made
 # (runtime.config.default_model reads it)
 DEFAULT_KEY = "default"
+# ... and, beside it, the model that speaks instead on CPUs with fp16 arithmetic: {"fp16_arithmetic":
+# "model.fp16.onnx"}, written when the fp16 preset is judged to sound the same on an emulated Pi 5's audio
+FP16_DEFAULT = "fp16_arithmetic"
 FP32 = "fp32"  # the variant name of a folder's model.onnx
 
 

@@ -128,6 +128,30 @@ def test_variants_cli_says_what_each_model_is_and_which_speaks(quantized, capsys
     assert table[0].replace(" ", "").startswith("||fp32(model.onnx)|") and set(table[1]) <= set("|-")
 
 
+def test_a_cpu_with_fp16_arithmetic_speaks_the_fp16_default_first(quantized, tmp_path, monkeypatch, capsys):
+    """The fp16 file judged inside the budget on a Pi 5's audio speaks first where fp16 arithmetic is (the int8
+    default stays beside it, and everywhere else); a remade fp16 file that was not judged inside loses the place."""
+    from exporter.quant.variants import make_default, make_fp16_default
+
+    folder = tmp_path / "voice"
+    shutil.copytree(quantized, folder)
+    sidecar = contract.sidecar_path(folder / contract.MODEL_FILE)
+    fp16 = "model.dynamic.onnx"  # stands in for model.fp16.onnx: only the record decides
+    make_default(folder, "model.static.onnx", preset("static", None), cpu.describe())
+    make_fp16_default(folder, fp16)
+    make_default(folder, "model.static.onnx", preset("static", None), cpu.describe())  # auto remade: both kept
+    assert json.loads(sidecar.read_text())[contract.DEFAULT_KEY] == {
+        "model": "model.static.onnx", "int8_class": cpu.int8_class(), contract.FP16_DEFAULT: fp16}
+    for arithmetic, speaks in ((False, "model.static.onnx"), (True, fp16)):
+        monkeypatch.setattr(cpu, "has_fp16_arithmetic", lambda names=None, a=arithmetic: a)
+        assert Voice.load(folder).model_path == folder / speaks
+    assert main(["variants", str(folder)]) == 0  # and `variants` says so
+    assert f"Speaks {fp16} by default on this CPU" in capsys.readouterr().out
+    make_fp16_default(folder, None)
+    assert contract.FP16_DEFAULT not in json.loads(sidecar.read_text())[contract.DEFAULT_KEY]
+    assert Voice.load(folder).model_path == folder / "model.static.onnx"
+
+
 # -- auto ---------------------------------------------------------------------------------------------
 def test_auto_keeps_only_what_its_budget_allows(exported, tmp_path):
     from exporter.quant.budget import Budget

@@ -15,7 +15,7 @@ from exporter.quant.calibration import CALIBRATION_SENTENCES
 from exporter.quant.finetune import FinetuneConfig, finetune_voice
 from exporter.quant.plans import DEFAULT_PRESET, FINETUNED, FP16, preset
 from exporter.quant.search import search
-from exporter.quant.variants import add_pieces, check_voice_dir, record
+from exporter.quant.variants import add_pieces, check_voice_dir, make_fp16_default, record
 from runtime import contract, cpu
 
 __all__ = ["FinetuneConfig", "quantize_voice"]
@@ -46,6 +46,8 @@ def quantize_voice(voice_dir: Path, preset_name: str = DEFAULT_PRESET, *, target
         measured.update(seconds=round(time.perf_counter() - start, 1))
         publish(staged, dst)
     record(voice_dir, dst.name, {"config": asdict(cfg), "measured": measured})
+    if cfg.preset == FP16:  # the default on a Pi 5 only when judged on its audio, listeners and all
+        make_fp16_default(voice_dir, dst.name if measured.get("within_budget") else None)
     logging.getLogger(__name__).info("wrote %s: %s", dst, measured)
     add_pieces(voice_dir, dst.name)
     return dst
