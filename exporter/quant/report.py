@@ -77,7 +77,8 @@ def columns(voice_dir: Path) -> tuple[list[str], list[list[str]], str]:
             verdict = ("inside the budget" if preset in JUDGED else
                        "a fixed recipe, not held to the budget" if preset else "not recorded")
             if "within_budget" in m and preset not in JUDGED:  # fp16, judged on an emulated Pi 5's audio
-                verdict = f"{'inside' if m['within_budget'] else 'outside'} the budget on {m['heard_on']}: {m['verdict']}"
+                outside = "" if m["within_budget"] else "outside the budget: "
+                verdict = f"judged on {m['heard_on']}: {outside}{m['verdict']}"
             plan = [tuple(p) for p in (r.get("config") or {}).get("plan") or ()]
             computes = ", ".join(f"{unit} ({option})" for unit, option in plan if option in COMPUTE)
             cells = [f"{size:.1f} MB ({size / fp32_mb:.0%})", computes or "none: smaller weights, fp32 arithmetic",
