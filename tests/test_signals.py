@@ -257,24 +257,32 @@ def test_a_signal_waits_for_the_end_of_a_deferred_block_and_comes_once():
 
 # -- synthesize ------------------------------------------------------------------------------------------------
 
+def signalled(argv: list, sig: int, ready, wait_s: float) -> tuple[int, str, str]:
+    """Run ``argv``, send it ``sig`` once ``ready()`` holds (within ``wait_s``, the command still running), and
+    return its exit status, stdout and stderr."""
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + wait_s
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, stdout, stderr
+
+
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_a_stopped_synthesize_leaves_no_partial_output(exported, tmp_path, sig):
     (tmp_path / "text.txt").write_text(SENTENCE * 60)
     wav, timings = tmp_path / "out.wav", tmp_path / "out.json"
     wav.write_bytes(b"the old file")
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.synthesize", "-m", exported("char"), "--text-file",
-                             tmp_path / "text.txt", "--output", wav, "--output-alignments", timings], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not leftovers(tmp_path):  # the WAV under way, on its temporary name
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.01)
-        proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + sig and "Traceback" not in stderr, stderr
+    returncode, _, stderr = signalled(
+        [sys.executable, "-m", "runtime.synthesize", "-m", exported("char"), "--text-file", tmp_path / "text.txt",
+         "--output", wav, "--output-alignments", timings],
+        sig, ready=lambda: leftovers(tmp_path), wait_s=60)  # the WAV under way, on its temporary name
+    assert returncode == 128 + sig and "Traceback" not in stderr, stderr
     assert wav.read_bytes() == b"the old file" and not timings.exists()
     assert not leftovers(tmp_path)
 
@@ -294,17 +302,8 @@ def test_a_stopped_finetuning_exits_cleanly_and_the_same_command_goes_on(exporte
                "--finetune-steps", "1000000"]
 
     def stop(sig: int, ready) -> str:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 300
-            while not ready():
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-                time.sleep(0.05)
-            proc.send_signal(sig)
-            stdout, stderr = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-        assert proc.returncode == 128 + sig, stderr
+        returncode, stdout, stderr = signalled(command, sig, ready, wait_s=300)
+        assert returncode == 128 + sig, stderr
         assert "Traceback" not in stderr and f"stopped by {signal.Signals(sig).name}" in stderr, stderr
         assert "the same command starts again" in stderr
         assert not (voice / "model.finetuned.onnx").exists() and not leftovers(voice)

@@ -86,9 +86,9 @@ def _on_a_pi5(voice_dir: Path, model: Path, budget: Budget, report) -> dict:
         ok, verdict = ok and heard_ok, f"{verdict}; {heard_verdict}"
     if listener.notes:
         verdict += "; " + "; ".join(listener.notes)
-    out.update(within_budget=ok, verdict=verdict)
     report(f"fp16: {'inside' if ok else 'OUTSIDE'} the budget on the {core.board}'s audio: {verdict}")
-    out.update(heard_on=f"{core.board} ({core.name}, emulated; onnxruntime {emulated.onnxruntime})",
+    out.update(within_budget=ok, verdict=verdict,
+               heard_on=f"{core.board} ({core.name}, emulated; onnxruntime {emulated.onnxruntime})",
                timed_on={"cpu": f"{core.board} ({core.name}, emulation estimate, one thread)", "arch": "aarch64",
                          "int8_class": cpu.DOT})
     return out

@@ -76,7 +76,7 @@ def columns(voice_dir: Path) -> tuple[list[str], list[list[str]], str]:
             size = (voice_dir / name).stat().st_size / 1e6
             verdict = ("inside the budget" if preset in JUDGED else
                        "a fixed recipe, not held to the budget" if preset else "not recorded")
-            if "within_budget" in m and preset not in JUDGED:  # fp16, judged on an emulated Pi 5's audio
+            if "within_budget" in m:  # a fixed preset judged all the same: fp16, on an emulated Pi 5's audio
                 outside = "" if m["within_budget"] else "outside the budget: "
                 verdict = f"judged on {m['heard_on']}: {outside}{m['verdict']}"
             plan = [tuple(p) for p in (r.get("config") or {}).get("plan") or ()]

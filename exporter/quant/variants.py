@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from exporter import pieces
@@ -34,7 +35,7 @@ def make_default(voice_dir: Path, name: str, cfg: QuantConfig, timed_on: dict) -
     kernels, and is the default everywhere."""
     computes = any(option in COMPUTE for _, option in cfg.plan)
     entry = {"model": name, "int8_class": timed_on["int8_class"] if computes else None}
-    _update_default(voice_dir, entry)
+    _update_default(voice_dir, lambda default: default.update(entry))
     logger.info("%s is now the default of %s%s", name, voice_dir,
                 f" on {entry['int8_class']} CPUs" if entry["int8_class"] else "")
 
@@ -44,18 +45,22 @@ def make_fp16_default(voice_dir: Path, name: str | None) -> None:
     the folder speaks on CPUs with fp16 arithmetic (the Pi 5's class), ahead of the int8 default: by the Pi 5's
     estimate it is the faster of the two (docs/device.md). Elsewhere its Convs run in fp32 behind Casts.
     ``None``: no fp16 default (a remade file that was not judged inside the budget)."""
-    _update_default(voice_dir, {contract.FP16_DEFAULT: name})
+    def change(default: dict) -> None:
+        default.pop(contract.FP16_DEFAULT, None)
+        if name:
+            default[contract.FP16_DEFAULT] = name
+    _update_default(voice_dir, change)
     if name:
         logger.info("%s is now the default of %s on CPUs with fp16 arithmetic", name, voice_dir)
 
 
-def _update_default(voice_dir: Path, fields: dict) -> None:
-    """The default's record gains ``fields`` (None removes one), keeping the rest: an int8 default and an fp16 one
-    live side by side."""
-    def change(sidecar: dict) -> None:
-        entry = {**(sidecar.get(contract.DEFAULT_KEY) or {}), **fields}
-        sidecar[contract.DEFAULT_KEY] = {k: v for k, v in entry.items() if v is not None or k == "int8_class"}
-    _update_sidecar(voice_dir, change)
+def _update_default(voice_dir: Path, change: Callable[[dict], None]) -> None:
+    """The sidecar's default record, changed in place by ``change``, its other fields kept: an int8 default and an
+    fp16 one live side by side."""
+    def update(sidecar: dict) -> None:
+        sidecar[contract.DEFAULT_KEY] = default = dict(sidecar.get(contract.DEFAULT_KEY) or {})
+        change(default)
+    _update_sidecar(voice_dir, update)
 
 
 def check_voice_dir(voice_dir: Path) -> None:
